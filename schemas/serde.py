@@ -1,0 +1,204 @@
+"""Serialisers for the three wire formats, batch first.
+
+* ``avro`` — schemaless Avro with the packaged schema (the embedded default);
+* ``avro-confluent`` — Confluent wire format: magic byte 0, 4-byte schema id,
+  then schemaless Avro. Schema ids are resolved through a registry client given
+  by ``connectors.schema_registry``; the framing here is pure;
+* ``json`` — UTF-8 JSON objects, so any Kafka client (kcat included) can feed
+  the processor. ``timestamp-millis`` fields accept epoch milliseconds or an
+  ISO-8601 string.
+
+Records are plain dicts. Timestamps are ints (epoch milliseconds) everywhere in
+the pipeline: see ``schemas.registry`` for why.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import struct
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from fastavro import schemaless_reader, schemaless_writer
+
+from schemas.registry import load_schema
+from streams.errors import DecodeError
+
+Record = dict[str, Any]
+
+
+class Serde(Protocol):
+    """Encodes and decodes records of one schema in one wire format."""
+
+    format: str
+
+    def encode(self, record: Record) -> bytes: ...
+
+    def decode(self, data: bytes) -> Record: ...
+
+    def encode_many(self, records: Sequence[Record]) -> list[bytes]: ...
+
+
+class AvroSerde:
+    """Schemaless Avro with one fixed schema."""
+
+    format = "avro"
+
+    def __init__(self, schema_name: str) -> None:
+        self.schema_name = schema_name
+        self._schema = load_schema(schema_name)
+        self._buffer = io.BytesIO()
+
+    def encode(self, record: Record) -> bytes:
+        return self.encode_many((record,))[0]
+
+    def encode_many(self, records: Sequence[Record]) -> list[bytes]:
+        buf, schema, out = self._buffer, self._schema, []
+        append = out.append
+        for record in records:
+            buf.seek(0)
+            buf.truncate()
+            schemaless_writer(buf, schema, record)
+            append(buf.getvalue())
+        return out
+
+    def decode(self, data: bytes) -> Record:
+        buf = io.BytesIO(data)
+        try:
+            record = schemaless_reader(buf, self._schema, None)
+        except Exception as exc:  # fastavro raises many types on bad bytes
+            raise DecodeError(f"not a {self.schema_name} Avro record: {exc!r}") from exc
+        if buf.tell() != len(data):
+            raise DecodeError(
+                f"{len(data) - buf.tell()} trailing bytes after a {self.schema_name} record"
+            )
+        if not isinstance(record, dict):
+            raise DecodeError(f"not a {self.schema_name} record")
+        return record
+
+
+_CONFLUENT_HEADER = struct.Struct(">bI")
+
+
+class ConfluentAvroSerde:
+    """Confluent wire format. ``writer_schema_for`` maps a schema id to a parsed schema."""
+
+    format = "avro-confluent"
+
+    def __init__(
+        self,
+        schema_name: str,
+        schema_id: int,
+        writer_schema_for: Callable[[int], Any],
+    ) -> None:
+        self.schema_name = schema_name
+        self.schema_id = schema_id
+        self._inner = AvroSerde(schema_name)
+        self._header = _CONFLUENT_HEADER.pack(0, schema_id)
+        self._writer_schema_for = writer_schema_for
+
+    def encode(self, record: Record) -> bytes:
+        return self._header + self._inner.encode(record)
+
+    def encode_many(self, records: Sequence[Record]) -> list[bytes]:
+        header = self._header
+        return [header + body for body in self._inner.encode_many(records)]
+
+    def decode(self, data: bytes) -> Record:
+        if len(data) < 5:
+            raise DecodeError("shorter than the 5-byte Confluent header")
+        magic, schema_id = _CONFLUENT_HEADER.unpack_from(data)
+        if magic != 0:
+            raise DecodeError(f"Confluent magic byte is {magic}, not 0")
+        if schema_id == self.schema_id:
+            return self._inner.decode(data[5:])
+        try:
+            writer = self._writer_schema_for(schema_id)
+            return schemaless_reader(io.BytesIO(data[5:]), writer, self._inner._schema)  # type: ignore[no-any-return]
+        except Exception as exc:  # unknown id, incompatible writer, bad bytes
+            raise DecodeError(f"cannot read with writer schema id {schema_id}: {exc!r}") from exc
+
+
+def _to_millis(value: Any, field: str) -> int:
+    if isinstance(value, bool):
+        raise DecodeError(f"{field} must be epoch milliseconds or ISO-8601, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+        except ValueError as exc:
+            raise DecodeError(f"{field} is not ISO-8601: {value!r}") from exc
+    raise DecodeError(f"{field} must be epoch milliseconds or ISO-8601, got {type(value).__name__}")
+
+
+def _timestamp_fields(schema: Any) -> list[str]:
+    fields = []
+    for field in schema["fields"]:
+        ftype = field["type"]
+        options = ftype if isinstance(ftype, list) else [ftype]
+        if any(isinstance(o, dict) and o.get("logicalType") == "timestamp-millis" for o in options):
+            fields.append(field["name"])
+    return fields
+
+
+class JsonSerde:
+    """JSON objects shaped like the Avro schema; only required fields are checked here."""
+
+    format = "json"
+
+    def __init__(self, schema_name: str) -> None:
+        self.schema_name = schema_name
+        public = load_schema(schema_name, raw=False)
+        self._required = [
+            f["name"]
+            for f in public["fields"]
+            if "default" not in f
+            and not (isinstance(f["type"], list) and "null" in f["type"])
+        ]
+        self._timestamps = _timestamp_fields(public)
+
+    def encode(self, record: Record) -> bytes:
+        return json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
+
+    def encode_many(self, records: Sequence[Record]) -> list[bytes]:
+        dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+        return [dumps(r).encode() for r in records]
+
+    def decode(self, data: bytes) -> Record:
+        try:
+            record = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DecodeError(f"not JSON: {exc}") from exc
+        if not isinstance(record, dict):
+            raise DecodeError(f"a {self.schema_name} must be a JSON object")
+        missing = [name for name in self._required if name not in record]
+        if missing:
+            raise DecodeError(f"missing field(s): {', '.join(missing)}")
+        for name in self._timestamps:
+            if record.get(name) is not None:
+                record[name] = _to_millis(record[name], name)
+        return record
+
+
+def make_serde(
+    fmt: str,
+    schema_name: str,
+    *,
+    confluent: tuple[int, Callable[[int], Any]] | None = None,
+) -> Serde:
+    """Serde for ``fmt``. ``avro-confluent`` needs ``confluent=(schema_id, resolver)``."""
+    if fmt == "avro":
+        return AvroSerde(schema_name)
+    if fmt == "json":
+        return JsonSerde(schema_name)
+    if fmt == "avro-confluent":
+        if confluent is None:
+            raise ValueError("avro-confluent needs a schema id and resolver (Schema Registry URL)")
+        return ConfluentAvroSerde(schema_name, *confluent)
+    raise ValueError(f"unknown format {fmt!r}")

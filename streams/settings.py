@@ -1,0 +1,219 @@
+"""The one settings object of streamscore.
+
+Precedence, lowest to highest: defaults < ``streamscore.toml`` < environment
+(``STREAMSCORE_...``, nested with ``__``, e.g. ``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS``)
+< CLI flags (passed as init arguments by the entry point).
+
+Settings are read once at the entry point and handed down as typed sub-configs;
+no other module reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Format = Literal["avro", "avro-confluent", "json"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+
+EMBEDDED_KAFKA = "127.0.0.1:9092"
+EMBEDDED_REDIS = "redis://127.0.0.1:6379/0"
+
+
+class KafkaSettings(BaseModel):
+    """Connection to the Kafka cluster; security fields go through to librdkafka."""
+
+    bootstrap_servers: str = EMBEDDED_KAFKA
+    #: None = embedded when ``bootstrap_servers`` is the embedded default address.
+    embedded: bool | None = None
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    schema_registry_url: str | None = None
+    #: Any further librdkafka properties, passed through untouched.
+    client_config: dict[str, str] = Field(default_factory=dict)
+    session_timeout_ms: int = 6000
+
+    @property
+    def is_embedded(self) -> bool:
+        if self.embedded is not None:
+            return self.embedded
+        return self.bootstrap_servers == EMBEDDED_KAFKA
+
+    @property
+    def port(self) -> int:
+        return int(self.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+
+    def client_properties(self) -> dict[str, Any]:
+        """librdkafka properties shared by every client (producer, consumer, admin)."""
+        props: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        optional: dict[str, str | None] = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": (
+                self.ssl_key_password.get_secret_value() if self.ssl_key_password else None
+            ),
+        }
+        props.update({k: v for k, v in optional.items() if v is not None})
+        props.update(self.client_config)
+        return props
+
+
+class TopicSettings(BaseModel):
+    """Topic names by role. The role names are stable: logs, metrics and headers use them."""
+
+    events: str = "sensor.events"
+    predictions: str = "sensor.predictions"
+    audit: str = "sensor.audit"
+    dlq: str = "sensor.dlq"
+    shadow: str = "sensor.shadow"
+    drift: str = "sensor.drift"
+    labels: str = "sensor.labels"
+    evaluation: str = "sensor.evaluation"
+    partitions: int = 3
+    replication_factor: int = 1
+
+    def by_role(self) -> dict[str, str]:
+        return {
+            role: getattr(self, role)
+            for role in (
+                "events",
+                "predictions",
+                "audit",
+                "dlq",
+                "shadow",
+                "drift",
+                "labels",
+                "evaluation",
+            )
+        }
+
+
+class FormatSettings(BaseModel):
+    """Wire format per topic role."""
+
+    events: Format = "avro"
+    predictions: Format = "avro"
+    audit: Format = "avro"
+    shadow: Format = "avro"
+    drift: Format = "avro"
+    labels: Format = "avro"
+    evaluation: Format = "avro"
+
+
+class ProcessorSettings(BaseModel):
+    group_id: str = "streamscore-processor"
+    max_batch: int = Field(default=1000, ge=1, le=100_000)
+    max_wait_ms: int = Field(default=50, ge=0)
+    #: Outputs are flushed and offsets committed at least this often (and on
+    #: revoke / shutdown). 0 = after every batch.
+    commit_interval_ms: int = Field(default=200, ge=0)
+    max_message_bytes: int = Field(default=65_536, ge=64)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    ort_intra_op_threads: int = Field(default=1, ge=0)
+    ort_inter_op_threads: int = Field(default=1, ge=0)
+    linger_ms: int = 5
+    flush_timeout_s: float = 30.0
+
+
+class ModelSettings(BaseModel):
+    #: Folder holding the file-based model bundles (``champion/``, ``challenger/``).
+    dir: Path = Path(".streamscore/models")
+    champion: str = "champion"
+    challenger: str = "challenger"
+
+    @property
+    def champion_path(self) -> Path:
+        return self.dir / self.champion
+
+    @property
+    def challenger_path(self) -> Path:
+        return self.dir / self.challenger
+
+
+class RedisSettings(BaseModel):
+    url: str = EMBEDDED_REDIS
+    #: None = embedded when ``url`` is the embedded default.
+    embedded: bool | None = None
+    password: SecretStr | None = None
+
+    @property
+    def is_embedded(self) -> bool:
+        if self.embedded is not None:
+            return self.embedded
+        return self.url == EMBEDDED_REDIS
+
+    @property
+    def port(self) -> int:
+        hostport = self.url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+        return int(hostport.rsplit(":", 1)[1]) if ":" in hostport else 6379
+
+
+class MetricsSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 9108
+    enabled: bool = True
+
+
+class Settings(BaseSettings):
+    """Everything streamscore can be told. See the README for each field."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMSCORE_",
+        env_nested_delimiter="__",
+        toml_file="streamscore.toml",
+        extra="forbid",
+    )
+
+    #: Where the embedded stack keeps pids, logs, models and caches.
+    home: Path = Path(".streamscore")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    formats: FormatSettings = Field(default_factory=FormatSettings)
+    processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read settings once. ``overrides`` are CLI flags as nested dicts (highest precedence)."""
+    if config_file is not None:
+
+        class _FromFile(Settings):
+            model_config = SettingsConfigDict(toml_file=config_file)
+
+        return _FromFile(**overrides)
+    return Settings(**overrides)
