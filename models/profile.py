@@ -11,6 +11,7 @@ bins: one bin per reference value and a last ``other`` bin for unseen values.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -47,7 +48,7 @@ class FeatureProfile(BaseModel):
         if self.kind == "discrete":
             return [f"={v:g}" for v in self.values] + ["other"]
         bounds = [-np.inf, *self.edges, np.inf]
-        return [f"({lo:g}, {hi:g}]" for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        return [f"({lo:g}, {hi:g}]" for lo, hi in itertools.pairwise(bounds)]
 
     def bin_indices(self, values: np.ndarray) -> np.ndarray:
         """Bin index of each value, vectorised (one call for a whole batch column)."""

@@ -66,7 +66,9 @@ class OnnxModel:
                 onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors on bad files
-            raise ModelError(f"{name} v{version}: onnxruntime cannot load the model: {exc}") from exc
+            raise ModelError(
+                f"{name} v{version}: onnxruntime cannot load the model: {exc}"
+            ) from exc
         self._bind_inputs()
         self._bind_outputs(classes)
 

@@ -56,7 +56,8 @@ class AvroSerde:
         return self.encode_many((record,))[0]
 
     def encode_many(self, records: Sequence[Record]) -> list[bytes]:
-        buf, schema, out = self._buffer, self._schema, []
+        buf, schema = self._buffer, self._schema
+        out: list[bytes] = []
         append = out.append
         for record in records:
             buf.seek(0)
@@ -117,9 +118,12 @@ class ConfluentAvroSerde:
             return self._inner.decode(data[5:])
         try:
             writer = self._writer_schema_for(schema_id)
-            return schemaless_reader(io.BytesIO(data[5:]), writer, self._inner._schema)  # type: ignore[no-any-return]
+            record = schemaless_reader(io.BytesIO(data[5:]), writer, self._inner._schema)
         except Exception as exc:  # unknown id, incompatible writer, bad bytes
             raise DecodeError(f"cannot read with writer schema id {schema_id}: {exc!r}") from exc
+        if not isinstance(record, dict):
+            raise DecodeError(f"not a {self.schema_name} record")
+        return record
 
 
 def _to_millis(value: Any, field: str) -> int:
@@ -158,8 +162,7 @@ class JsonSerde:
         self._required = [
             f["name"]
             for f in public["fields"]
-            if "default" not in f
-            and not (isinstance(f["type"], list) and "null" in f["type"])
+            if "default" not in f and not (isinstance(f["type"], list) and "null" in f["type"])
         ]
         self._timestamps = _timestamp_fields(public)
 

@@ -1,0 +1,292 @@
+"""Thin typed wrappers over confluent-kafka: producer, consumer and admin.
+
+The producer *latches* delivery errors: librdkafka reports them in a callback
+from ``poll``/``flush``, the first one is kept, and :meth:`Producer.flush`
+raises it. The commit protocol (``streams.checkpoint``) flushes before it
+commits, so a record the broker did not acknowledge can never have its input
+offset committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from confluent_kafka import Consumer as _Consumer
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Producer as _Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.errors import DeliveryFailed, InfrastructureError
+from streams.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+__all__ = [
+    "Admin",
+    "Consumer",
+    "Headers",
+    "Message",
+    "PartitionOffsets",
+    "Producer",
+    "TopicPartition",
+]
+
+
+class Producer:
+    """Idempotent producer whose delivery errors surface at :meth:`flush`."""
+
+    def __init__(
+        self, kafka: KafkaSettings, *, client_id: str, linger_ms: int = 5, **extra: Any
+    ) -> None:
+        config = {
+            **kafka.client_properties(),
+            "client.id": client_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": linger_ms,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 500_000,
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_delivery,
+            **extra,
+        }
+        self._producer = _Producer(config)
+        self._error: KafkaError | None = None
+        self._failed = 0
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failed += 1
+            if self._error is None:
+                self._error = err
+                log.error("delivery to %s failed: %s", msg.topic(), err)
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+    ) -> None:
+        """Queue one record; waits (never drops) while the local queue is full."""
+        while True:
+            try:
+                self._producer.produce(topic, value, key, headers=cast(Any, headers))
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def produce_many(
+        self, topic: str, values: Sequence[bytes], keys: Sequence[bytes | None]
+    ) -> None:
+        produce, poll = self._producer.produce, self._producer.poll
+        for value, key in zip(values, keys, strict=True):
+            try:
+                produce(topic, value, key)
+            except BufferError:
+                poll(0.05)
+                self.produce(topic, value, key)
+        poll(0)
+
+    def poll(self, timeout: float = 0) -> None:
+        self._producer.poll(timeout)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait for every queued record's acknowledgement; raise if any failed."""
+        remaining = self._producer.flush(timeout)
+        if self._error is not None:
+            err, failed = self._error, self._failed
+            self._error, self._failed = None, 0
+            raise DeliveryFailed(f"{failed} output record(s) not delivered: {err}")
+        if remaining:
+            raise DeliveryFailed(f"{remaining} output record(s) unacknowledged after {timeout}s")
+
+    def __len__(self) -> int:
+        return len(self._producer)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionOffsets:
+    topic: str
+    partition: int
+    committed: int | None
+    low: int
+    high: int
+
+    @property
+    def lag(self) -> int:
+        start = self.committed if self.committed is not None and self.committed >= 0 else self.low
+        return max(self.high - start, 0)
+
+
+RebalanceCallback = Callable[[list[TopicPartition]], None]
+
+
+class Consumer:
+    """A consumer-group member that never commits on its own.
+
+    Offsets are committed only through :meth:`commit`, with explicit
+    next-offsets, after the outputs they cover are acknowledged.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        group_id: str,
+        client_id: str,
+        auto_offset_reset: str = "earliest",
+        **extra: Any,
+    ) -> None:
+        config = {
+            **kafka.client_properties(),
+            "group.id": group_id,
+            "client.id": client_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": auto_offset_reset,
+            "session.timeout.ms": kafka.session_timeout_ms,
+            "heartbeat.interval.ms": max(kafka.session_timeout_ms // 6, 500),
+            "fetch.wait.max.ms": 20,
+            "queued.min.messages": 20_000,
+            **extra,
+        }
+        self._consumer = _Consumer(config)
+        self.group_id = group_id
+
+    def subscribe(
+        self,
+        topics: list[str],
+        *,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+        on_lost: RebalanceCallback | None = None,
+    ) -> None:
+        def wrap(cb: RebalanceCallback | None) -> Callable[[Any, list[TopicPartition]], None]:
+            def call(_consumer: Any, partitions: list[TopicPartition]) -> None:
+                if cb is not None:
+                    cb(partitions)
+
+            return call
+
+        kwargs: dict[str, Any] = {"on_assign": wrap(on_assign), "on_revoke": wrap(on_revoke)}
+        kwargs["on_lost"] = wrap(on_lost if on_lost is not None else on_revoke)
+        self._consumer.subscribe(topics, **kwargs)
+
+    def consume(self, max_messages: int, timeout: float) -> list[Message]:
+        """Up to ``max_messages`` records; transient client errors are logged and skipped."""
+        messages = self._consumer.consume(max_messages, timeout)
+        if not messages:
+            return messages
+        good = [m for m in messages if m.error() is None]
+        if len(good) != len(messages):
+            for m in messages:
+                err = m.error()
+                if err is None or err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if err.fatal():
+                    raise InfrastructureError(f"fatal consumer error: {err}")
+                log.warning("consumer error on %s[%s]: %s", m.topic(), m.partition(), err)
+        return good
+
+    def commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        """Synchronously commit ``{(topic, partition): next offset to read}``."""
+        if not next_offsets:
+            return
+        partitions = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+        try:
+            self._consumer.commit(offsets=partitions, asynchronous=False)
+        except KafkaException as exc:
+            raise InfrastructureError(f"offset commit failed: {exc}") from exc
+
+    def assignment(self) -> list[TopicPartition]:
+        return list(self._consumer.assignment())
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def offsets(self, topic: str, timeout: float = 10.0) -> list[PartitionOffsets]:
+        """Committed offset and watermarks of every partition of ``topic`` for this group."""
+        metadata = self._consumer.list_topics(topic, timeout=timeout)
+        parts = metadata.topics[topic].partitions
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        committed = {tp.partition: tp.offset for tp in self._consumer.committed(tps, timeout)}
+        result = []
+        for tp in tps:
+            low, high = self._consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+            c = committed.get(tp.partition)
+            result.append(
+                PartitionOffsets(
+                    topic, tp.partition, c if c is not None and c >= 0 else None, low, high
+                )
+            )
+        return result
+
+
+class Admin:
+    """Topic management and cluster reachability."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._admin = AdminClient(kafka.client_properties())
+
+    def reachable(self, timeout: float = 3.0) -> bool:
+        try:
+            self._admin.list_topics(timeout=timeout)
+        except KafkaException:
+            return False
+        return True
+
+    def topics(self, timeout: float = 10.0) -> dict[str, int]:
+        """Existing topics and their partition counts."""
+        try:
+            metadata = self._admin.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise InfrastructureError(f"cannot reach Kafka: {exc}") from exc
+        return {name: len(t.partitions) for name, t in metadata.topics.items()}
+
+    def ensure_topics(
+        self,
+        names: Iterable[str],
+        *,
+        partitions: int,
+        replication_factor: int = 1,
+        timeout: float = 15.0,
+    ) -> list[str]:
+        """Create the topics that do not exist yet; returns the names created."""
+        existing = self.topics(timeout)
+        missing = sorted({n for n in names if n not in existing})
+        if not missing:
+            return []
+        futures = self._admin.create_topics(
+            [NewTopic(n, partitions, replication_factor) for n in missing],
+            operation_timeout=timeout,
+        )
+        for name, future in futures.items():
+            try:
+                future.result(timeout)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise InfrastructureError(f"cannot create topic {name}: {exc}") from exc
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(n in self.topics(timeout) for n in missing):
+                break
+            time.sleep(0.1)
+        return missing
+
+    def delete_topics(self, names: Sequence[str], timeout: float = 15.0) -> None:
+        if not names:
+            return
+        for name, future in self._admin.delete_topics(
+            list(names), operation_timeout=timeout
+        ).items():
+            try:
+                future.result(timeout)
+            except KafkaException as exc:
+                log.warning("could not delete topic %s: %s", name, exc)

@@ -1,0 +1,187 @@
+"""Sensor sources: replay the reference dataset or a CSV / JSONL file into Kafka.
+
+Options mix in a fraction of invalid events (each kind maps to the DLQ reason
+the processor must give it) and inject a feature shift from a given event on,
+for drift demos and tests. Event ids are deterministic (``<run>-<n>``), so a
+test can account for every one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from connectors.kafka import Producer
+from schemas.serde import Serde
+
+#: Invalid kinds the source can inject, and the DLQ reason each must get.
+INVALID_KINDS: dict[str, str] = {
+    "garbage": "Undecodable",
+    "missing_feature": "MissingFeature",
+    "nan": "NonFiniteValue",
+    "out_of_range": "OutOfRange",
+    "oversized": "Oversized",
+}
+#: JSON can carry a string where a number belongs; Avro cannot.
+JSON_ONLY_KINDS: dict[str, str] = {"non_numeric": "NonNumericFeature"}
+
+
+@dataclass
+class SourceOptions:
+    count: int = 10_000
+    #: Events per second; 0 = as fast as possible.
+    rate: float = 0.0
+    invalid_fraction: float = 0.0
+    #: Event index from which ``shift_feature`` is shifted by ``shift_sigma`` std devs.
+    shift_at: int | None = None
+    shift_feature: str | None = None
+    shift_sigma: float = 1.0
+    sensors: int = 50
+    seed: int = 7
+    run_id: str = "evt"
+    #: Oversized events are padded beyond this many bytes.
+    max_message_bytes: int = 65_536
+
+
+@dataclass
+class ProduceReport:
+    produced: int = 0
+    valid: int = 0
+    invalid_by_reason: Counter[str] = field(default_factory=Counter)
+    valid_ids: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "produced": self.produced,
+            "valid": self.valid,
+            "invalid_by_reason": dict(self.invalid_by_reason),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "rate_eps": round(self.produced / self.elapsed_s, 1) if self.elapsed_s else 0.0,
+        }
+
+
+def rows_from_file(path: Path) -> tuple[list[str], np.ndarray]:
+    """Feature names and a float matrix from a CSV (header row) or JSONL file.
+
+    JSONL lines may be full SensorEvents (with a ``features`` object) or flat
+    objects of feature values. Columns ``event_id``, ``sensor_id``,
+    ``event_time`` and ``label`` are not features.
+    """
+    skip = {"event_id", "sensor_id", "event_time", "label", "anomaly", "target"}
+    records: list[dict[str, Any]]
+    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        with path.open(encoding="utf-8") as fh:
+            records = [json.loads(line) for line in fh if line.strip()]
+        records = [r.get("features", r) for r in records]
+    else:
+        with path.open(newline="", encoding="utf-8") as fh:
+            records = list(csv.DictReader(fh))
+    if not records:
+        raise ValueError(f"{path} has no rows")
+    names = [n for n in records[0] if n not in skip]
+    matrix = np.array([[float(r[n]) for n in names] for r in records], dtype=np.float64)
+    return names, matrix
+
+
+class EventFactory:
+    """Builds sensor events (valid and invalid) from a matrix of feature rows."""
+
+    def __init__(self, names: list[str], rows: np.ndarray, serde: Serde, options: SourceOptions):
+        self.names = names
+        self.rows = rows
+        self.serde = serde
+        self.options = options
+        self.rng = random.Random(options.seed)
+        self.order = np.random.default_rng(options.seed).permutation(len(rows))
+        self.std = rows.std(axis=0)
+        self.span = rows.max(axis=0) - rows.min(axis=0)
+        self.kinds = list(INVALID_KINDS) + (list(JSON_ONLY_KINDS) if serde.format == "json" else [])
+        self.shift_column = names.index(options.shift_feature) if options.shift_feature else None
+
+    def event(self, n: int, now_ms: int) -> dict[str, Any]:
+        row = self.rows[self.order[n % len(self.rows)]].copy()
+        o = self.options
+        if self.shift_column is not None and o.shift_at is not None and n >= o.shift_at:
+            row[self.shift_column] += o.shift_sigma * self.std[self.shift_column]
+        return {
+            "event_id": f"{o.run_id}-{n}",
+            "sensor_id": f"sensor-{n % o.sensors:04d}",
+            "event_time": now_ms,
+            "features": dict(zip(self.names, row.tolist(), strict=True)),
+        }
+
+    def make(self, n: int, now_ms: int) -> tuple[bytes, bytes, str | None]:
+        """(key, value, expected DLQ reason or None) for event number ``n``."""
+        event = self.event(n, now_ms)
+        key = event["sensor_id"].encode()
+        o = self.options
+        if o.invalid_fraction <= 0 or self.rng.random() >= o.invalid_fraction:
+            return key, self.serde.encode(event), None
+        kind = self.kinds[self.rng.randrange(len(self.kinds))]
+        features = event["features"]
+        name = self.names[self.rng.randrange(len(self.names))]
+        if kind == "garbage":
+            return key, b"\xff\x00not-an-event" + self.rng.randbytes(8), INVALID_KINDS[kind]
+        if kind == "missing_feature":
+            del features[name]
+        elif kind == "nan":
+            features[name] = math.nan
+        elif kind == "out_of_range":
+            j = self.names.index(name)
+            features[name] = float(self.rows[:, j].max() + 10 * max(self.span[j], 1.0))
+        elif kind == "oversized":
+            pad = o.max_message_bytes // 16 + 1
+            features.update({f"pad_{i}": 0.0 for i in range(pad)})
+        elif kind == "non_numeric":
+            features[name] = "not-a-number"
+        reason = INVALID_KINDS.get(kind) or JSON_ONLY_KINDS[kind]
+        return key, self.serde.encode(event), reason
+
+
+def produce_events(
+    producer: Producer,
+    topic: str,
+    factory: EventFactory,
+    *,
+    progress: Callable[[int], None] | None = None,
+    keep_ids: bool = False,
+) -> ProduceReport:
+    """Publish ``factory.options.count`` events, paced at ``rate`` if set, and flush."""
+    o = factory.options
+    report = ProduceReport()
+    started = time.monotonic()
+    for n in range(o.count):
+        if o.rate > 0:
+            due = started + n / o.rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        key, value, reason = factory.make(n, int(time.time() * 1000))
+        producer.produce(topic, value, key)
+        report.produced += 1
+        if reason is None:
+            report.valid += 1
+            if keep_ids:
+                report.valid_ids.append(f"{o.run_id}-{n}")
+        else:
+            report.invalid_by_reason[reason] += 1
+        if n % 1000 == 999:
+            producer.poll(0)
+            if progress is not None:
+                progress(n + 1)
+    producer.flush()
+    report.elapsed_s = time.monotonic() - started
+    if progress is not None:
+        progress(o.count)
+    return report

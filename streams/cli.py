@@ -1,0 +1,338 @@
+"""The ``streamscore`` command line (also ``python -m streams``).
+
+Settings are read once here, from defaults < ``streamscore.toml`` (or
+``--config``) < ``STREAMSCORE_*`` environment < the flags of each command,
+and handed down explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from streams.errors import StreamscoreError
+from streams.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="streamscore",
+    help="Kafka-native real-time ML inference: validate, score with ONNX, watch drift, "
+    "shadow-score a challenger.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML settings file (default: ./streamscore.toml)."),
+]
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON on the last line.")
+]
+
+
+class State:
+    config: Path | None = None
+
+
+@app.callback()
+def _root(
+    config: ConfigOption = None,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
+    ] = "WARNING",
+) -> None:
+    State.config = config
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def settings(**overrides: Any) -> Settings:
+    """The settings of this invocation; ``overrides`` are nested dicts from flags."""
+    clean = {k: v for k, v in overrides.items() if v not in (None, {})}
+    return load_settings(State.config, **clean)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def print_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload, default=str) + "\n")
+    sys.stdout.flush()
+
+
+# -- the embedded stack -------------------------------------------------------------------
+
+
+def _stack_table(rows: list[Any], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("service", "address", "state", "pid", "detail"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.name, r.address, r.state, str(r.pid or ""), r.detail)
+    return table
+
+
+@app.command()
+def up(as_json: JsonFlag = False) -> None:
+    """Start the embedded Kafka broker (Tansu) and Redis (Valkey); create the topics."""
+    from connectors.embedded import EmbeddedStack
+    from connectors.kafka import Admin
+
+    s = settings()
+    try:
+        rows = EmbeddedStack(s).up()
+        created = Admin(s.kafka).ensure_topics(
+            s.topics.by_role().values(),
+            partitions=s.topics.partitions,
+            replication_factor=s.topics.replication_factor,
+        )
+    except StreamscoreError as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        print_json({"services": [r.__dict__ for r in rows], "topics_created": created})
+        return
+    Console().print(_stack_table(rows, "streamscore stack"))
+    if created:
+        Console().print(f"created topics: {', '.join(created)}")
+
+
+@app.command()
+def down(as_json: JsonFlag = False) -> None:
+    """Stop the embedded services (their in-memory data is gone)."""
+    from connectors.embedded import EmbeddedStack
+
+    rows = EmbeddedStack(settings()).down()
+    if as_json:
+        print_json({"services": [r.__dict__ for r in rows]})
+    else:
+        Console().print(_stack_table(rows, "streamscore stack"))
+
+
+@app.command()
+def status(as_json: JsonFlag = False) -> None:
+    """Show the stack, the topics and the models."""
+    from connectors.embedded import EmbeddedStack
+    from connectors.kafka import Admin
+    from models.bundle import bundle_exists, load_bundle
+
+    s = settings()
+    rows = EmbeddedStack(s).status()
+    topics: dict[str, int] = {}
+    if any(r.name == "kafka" and r.state in ("running", "external", "foreign") for r in rows):
+        try:
+            topics = Admin(s.kafka).topics(timeout=3)
+        except StreamscoreError:
+            topics = {}
+    models = {}
+    for role, path in (
+        ("champion", s.models.champion_path),
+        ("challenger", s.models.challenger_path),
+    ):
+        if bundle_exists(path):
+            _, meta = load_bundle(path)
+            models[role] = f"{meta.name} v{meta.version}"
+        else:
+            models[role] = "missing"
+    if as_json:
+        print_json({"services": [r.__dict__ for r in rows], "topics": topics, "models": models})
+        return
+    out = Console()
+    out.print(_stack_table(rows, "streamscore stack"))
+    table = Table(title="topics")
+    table.add_column("role")
+    table.add_column("topic")
+    table.add_column("partitions")
+    for role, name in s.topics.by_role().items():
+        table.add_row(role, name, str(topics.get(name, "missing")))
+    out.print(table)
+    for role, label in models.items():
+        out.print(f"{role}: {label}")
+
+
+# -- models (file bundles) --------------------------------------------------------------------
+
+
+@app.command("train")
+def train_cmd(
+    force: Annotated[bool, typer.Option(help="Retrain even if the bundles exist.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train the reference champion and challenger on the Shuttle data (file bundles)."""
+    from models.bundle import load_bundle
+    from models.train import ensure_reference_models
+
+    s = settings()
+    paths = ensure_reference_models(s.models.dir, force=force)
+    result = {}
+    for role, path in paths.items():
+        _, meta = load_bundle(path)
+        result[role] = {
+            "name": meta.name,
+            "version": meta.version,
+            "path": str(path),
+            **meta.metrics,
+        }
+    if as_json:
+        print_json(result)
+        return
+    for role, info in result.items():
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in info.items() if isinstance(v, float))
+        Console().print(f"{role}: {info['name']} v{info['version']} at {info['path']} ({metrics})")
+
+
+# -- the processor ----------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    bootstrap_servers: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap servers (overrides settings).")
+    ] = None,
+    group_id: Annotated[str | None, typer.Option(help="Consumer group id.")] = None,
+    input_topic: Annotated[str | None, typer.Option("--input-topic", help="Input topic.")] = None,
+    input_format: Annotated[
+        str | None, typer.Option("--input-format", help="avro, avro-confluent or json.")
+    ] = None,
+    max_batch: Annotated[int | None, typer.Option(help="Micro-batch size limit.")] = None,
+    max_wait_ms: Annotated[int | None, typer.Option(help="Micro-batch wait limit.")] = None,
+    champion: Annotated[
+        Path | None, typer.Option(help="Champion bundle folder (default: models.dir/champion).")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Port of /metrics, /healthz, /readyz (0 = off).")
+    ] = None,
+    exit_when_idle: Annotated[
+        float | None,
+        typer.Option(help="Exit once no input arrived for this many seconds (backfills, tests)."),
+    ] = None,
+    max_events: Annotated[
+        int | None, typer.Option(help="Exit after this many input events.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the scoring processor (one consumer-group member) until stopped."""
+    from streams.runner import run_processor
+
+    overrides: dict[str, Any] = {
+        "kafka": {"bootstrap_servers": bootstrap_servers} if bootstrap_servers else None,
+        "processor": {
+            k: v
+            for k, v in {
+                "group_id": group_id,
+                "max_batch": max_batch,
+                "max_wait_ms": max_wait_ms,
+            }.items()
+            if v is not None
+        },
+        "topics": {"events": input_topic} if input_topic else None,
+        "formats": {"events": input_format} if input_format else None,
+        "models": {"dir": champion.parent, "champion": champion.name} if champion else None,
+        "metrics": (
+            {"port": metrics_port, "enabled": metrics_port != 0}
+            if metrics_port is not None
+            else None
+        ),
+    }
+    try:
+        summary = run_processor(
+            settings(**overrides), exit_when_idle=exit_when_idle, max_events=max_events
+        )
+    except StreamscoreError as exc:
+        raise fail(f"{type(exc).__name__}: {exc}") from exc
+    if as_json:
+        print_json(summary)
+    else:
+        Console().print(summary)
+
+
+# -- the source --------------------------------------------------------------------------------
+
+
+@app.command()
+def produce(
+    count: Annotated[int, typer.Option(help="How many events.")] = 10_000,
+    rate: Annotated[float, typer.Option(help="Events per second (0 = as fast as possible).")] = 0.0,
+    source: Annotated[
+        Path | None, typer.Option(help="CSV or JSONL file to replay (default: the Shuttle data).")
+    ] = None,
+    invalid_fraction: Annotated[
+        float, typer.Option(help="Fraction of invalid events to mix in (0..1).")
+    ] = 0.0,
+    shift_at: Annotated[int | None, typer.Option(help="Event index where a shift starts.")] = None,
+    shift_feature: Annotated[str | None, typer.Option(help="Feature to shift.")] = None,
+    shift_sigma: Annotated[float, typer.Option(help="Shift size in standard deviations.")] = 1.0,
+    topic: Annotated[str | None, typer.Option(help="Topic (default: topics.events).")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="avro, avro-confluent or json.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    run_id: Annotated[str, typer.Option(help="Prefix of the event ids.")] = "evt",
+    as_json: JsonFlag = False,
+) -> None:
+    """Publish sensor events to Kafka (replay, invalid mix, feature shift)."""
+    from streams.runner import run_source
+
+    overrides: dict[str, Any] = {
+        "topics": {"events": topic} if topic else None,
+        "formats": {"events": fmt} if fmt else None,
+    }
+    from connectors.source import SourceOptions
+
+    options = SourceOptions(
+        count=count,
+        rate=rate,
+        invalid_fraction=invalid_fraction,
+        shift_at=shift_at,
+        shift_feature=shift_feature,
+        shift_sigma=shift_sigma,
+        seed=seed,
+        run_id=run_id,
+    )
+    try:
+        report = run_source(settings(**overrides), options, source=source)
+    except (StreamscoreError, ValueError, OSError) as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        Console().print(report.as_dict())
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option(help="How many events to stream.")] = 60_000,
+    rate: Annotated[float, typer.Option(help="Producer rate, events/s (0 = max).")] = 0.0,
+    invalid_fraction: Annotated[float, typer.Option(help="Share of invalid events.")] = 0.02,
+    as_json: JsonFlag = False,
+) -> None:
+    """Bring the stack up, train models if missing, stream events, score them, summarise."""
+    from streams.demo import run_demo
+
+    try:
+        summary = run_demo(settings(), events=events, rate=rate, invalid_fraction=invalid_fraction)
+    except StreamscoreError as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        print_json(summary)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""From one polled batch of raw records to the records that go out.
+
+:class:`ScoringPipeline` is the pure part of the scoring loop: no Kafka, no
+clock reads beyond timestamps handed in. Given raw values and keys it runs
+
+    size → decode → validate → matrix → champion score → outputs
+
+and returns a :class:`BatchOutput` holding the encoded predictions and audit
+events, the dead letters (original key and bytes, with Kafka Connect style
+error headers), and the feature matrix and scores for shadow and drift.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.runtime import Scores
+from models.serving import ServingModel
+from schemas.serde import Serde
+from streams.errors import Rejection
+from streams.stages import EventBatch, build_matrix, check_sizes, decode_events
+
+#: Kafka Connect's dead-letter header names: tools that read Connect DLQs read ours.
+DLQ_HEADER_PREFIX = "__connect.errors."
+STAGES = ("size", "decode", "validate", "score", "encode")
+
+
+@dataclass(slots=True)
+class RawBatch:
+    """Polled records, column-wise."""
+
+    values: list[bytes | None]
+    keys: list[bytes | None]
+    topics: list[str]
+    partitions: list[int]
+    offsets: list[int]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    rejection: Rejection
+
+
+@dataclass(slots=True)
+class BatchOutput:
+    prediction_values: list[bytes] = field(default_factory=list)
+    audit_values: list[bytes] = field(default_factory=list)
+    #: Kafka keys of the scored events (the input key, else the sensor id).
+    keys: list[bytes | None] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    events: EventBatch = field(default_factory=EventBatch)
+    matrix: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    scores: Scores | None = None
+    processed_at: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def scored(self) -> int:
+        return len(self.prediction_values)
+
+
+def dlq_headers(raw: RawBatch, rejection: Rejection) -> list[tuple[str, bytes]]:
+    i = rejection.index
+    p = DLQ_HEADER_PREFIX
+    return [
+        (p + "topic", raw.topics[i].encode()),
+        (p + "partition", str(raw.partitions[i]).encode()),
+        (p + "offset", str(raw.offsets[i]).encode()),
+        (p + "stage", rejection.stage.encode()),
+        (p + "class.name", b"streams.processor"),
+        (p + "exception.class.name", rejection.reason.encode()),
+        (p + "exception.message", rejection.message.encode()),
+    ]
+
+
+class ScoringPipeline:
+    """Decode, validate and score one batch with the champion; encode the outputs."""
+
+    def __init__(
+        self,
+        *,
+        event_serde: Serde,
+        prediction_serde: Serde,
+        audit_serde: Serde,
+        max_message_bytes: int,
+        actor: str,
+        variant: str = "champion",
+    ) -> None:
+        self.event_serde = event_serde
+        self.typed = event_serde.format != "json"
+        self.prediction_serde = prediction_serde
+        self.audit_serde = audit_serde
+        self.max_message_bytes = max_message_bytes
+        self.actor = actor
+        self.variant = variant
+
+    def run(self, raw: RawBatch, model: ServingModel, *, now_ms: int | None = None) -> BatchOutput:
+        out = BatchOutput()
+        clock = time.perf_counter
+        t0 = clock()
+        sized, rejected = check_sizes(raw.values, self.max_message_bytes)
+        t1 = clock()
+        events, bad = decode_events(raw.values, sized, self.event_serde, typed=self.typed)
+        rejected += bad
+        t2 = clock()
+        matrix, keep, bad = build_matrix(
+            events, model.feature_names, model.lower, model.upper, typed=self.typed
+        )
+        rejected += bad
+        if len(keep) != len(events):
+            events = events.select(keep)
+        t3 = clock()
+        scores = model.model.predict(matrix)
+        t4 = clock()
+        out.processed_at = now_ms if now_ms is not None else int(time.time() * 1000)
+        self._encode(raw, events, scores, model, out)
+        t5 = clock()
+        out.dead_letters = [
+            DeadLetter(raw.keys[r.index], raw.values[r.index], dlq_headers(raw, r), r)
+            for r in sorted(rejected, key=lambda r: r.index)
+        ]
+        out.events, out.matrix, out.scores = events, matrix, scores
+        out.stage_seconds = {
+            "size": t1 - t0,
+            "decode": t2 - t1,
+            "validate": t3 - t2,
+            "score": t4 - t3,
+            "encode": t5 - t4,
+        }
+        return out
+
+    def _encode(
+        self,
+        raw: RawBatch,
+        events: EventBatch,
+        scores: Scores,
+        model: ServingModel,
+        out: BatchOutput,
+    ) -> None:
+        n = len(events)
+        if n == 0:
+            return
+        name, version, variant, now = model.name, model.version, self.variant, out.processed_at
+        score_list = scores.score.tolist()
+        if scores.labels is not None:
+            labels: list[str | None] = scores.labels.tolist()
+            decisions = labels
+        else:
+            labels = [None] * n
+            decisions = [repr(s) for s in score_list]
+        if scores.probabilities is not None:
+            classes = model.model.classes
+            probabilities: list[dict[str, float] | None] = [
+                dict(zip(classes, row, strict=True)) for row in scores.probabilities.tolist()
+            ]
+        else:
+            probabilities = [None] * n
+        predictions: list[dict[str, Any]] = [
+            {
+                "event_id": event_id,
+                "sensor_id": sensor_id,
+                "event_time": event_time,
+                "model_name": name,
+                "model_version": version,
+                "variant": variant,
+                "predicted_label": label,
+                "score": score,
+                "probabilities": proba,
+                "processed_at": now,
+            }
+            for event_id, sensor_id, event_time, label, score, proba in zip(
+                events.event_ids,
+                events.sensor_ids,
+                events.event_times,
+                labels,
+                score_list,
+                probabilities,
+                strict=True,
+            )
+        ]
+        values, topics, partitions, offsets = raw.values, raw.topics, raw.partitions, raw.offsets
+        blake2b, actor = hashlib.blake2b, self.actor
+        audits: list[dict[str, Any]] = [
+            {
+                "action": "scored",
+                "event_id": event_id,
+                "sensor_id": sensor_id,
+                "model_name": name,
+                "model_version": version,
+                "decision": decision,
+                "input_digest": blake2b(values[i] or b"", digest_size=16).hexdigest(),
+                "source_topic": topics[i],
+                "source_partition": partitions[i],
+                "source_offset": offsets[i],
+                "actor": actor,
+                "occurred_at": now,
+                "details": {},
+            }
+            for i, event_id, sensor_id, decision in zip(
+                events.indices, events.event_ids, events.sensor_ids, decisions, strict=True
+            )
+        ]
+        out.prediction_values = self.prediction_serde.encode_many(predictions)
+        out.audit_values = self.audit_serde.encode_many(audits)
+        keys = raw.keys
+        out.keys = [
+            keys[i] if keys[i] is not None else sensor_id.encode()
+            for i, sensor_id in zip(events.indices, events.sensor_ids, strict=True)
+        ]
+
+
+def raw_batch_from(
+    values: Sequence[bytes | None],
+    keys: Sequence[bytes | None] | None = None,
+    *,
+    topic: str = "sensor.events",
+    partition: int = 0,
+    first_offset: int = 0,
+) -> RawBatch:
+    """A RawBatch from plain values: the in-memory twin of a polled batch."""
+    n = len(values)
+    return RawBatch(
+        values=list(values),
+        keys=list(keys) if keys is not None else [None] * n,
+        topics=[topic] * n,
+        partitions=[partition] * n,
+        offsets=list(range(first_offset, first_offset + n)),
+    )

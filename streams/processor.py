@@ -1,0 +1,348 @@
+"""The scoring loop: one process, one consumer-group member.
+
+    poll a micro-batch → ScoringPipeline (decode, validate, score, encode)
+    → produce predictions, audit events and dead letters
+    → side paths (shadow challenger, drift) → checkpoint (streams.checkpoint)
+
+The loop reads top to bottom; the work is in ``streams.pipeline`` and the
+commit protocol in ``streams.checkpoint``. Infrastructure failures propagate:
+the process exits non-zero without committing, and a restart replays from the
+last checkpoint. SIGTERM / SIGINT finish the current batch, flush, commit and
+return normally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, cast
+
+import numpy as np
+
+from connectors.kafka import Consumer, Message, Producer, TopicPartition
+from models.serving import ServingModel
+from streams.checkpoint import Checkpoint
+from streams.metrics import Health, Metrics
+from streams.pipeline import BatchOutput, RawBatch, ScoringPipeline
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    """What one run did; printed by ``streamscore run`` and the demo."""
+
+    events_in: int = 0
+    scored: int = 0
+    dead_letters: int = 0
+    dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    commits: int = 0
+    elapsed_s: float = 0.0
+    busy_s: float = 0.0
+    first_event_at: float | None = None
+    last_event_at: float | None = None
+    stage_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    model_name: str = ""
+    model_version: str = ""
+    exit_reason: str = ""
+
+    @property
+    def throughput(self) -> float:
+        """Events per second between the first and the last polled batch."""
+        if self.first_event_at is None or self.last_event_at is None:
+            return 0.0
+        span = self.last_event_at - self.first_event_at
+        return self.events_in / span if span > 0 else float(self.events_in)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "events_in": self.events_in,
+            "predictions": self.scored,
+            "dead_letters": self.dead_letters,
+            "dead_letters_by_reason": dict(self.dead_letters_by_reason),
+            "batches": self.batches,
+            "commits": self.commits,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "busy_s": round(self.busy_s, 3),
+            "throughput_eps": round(self.throughput, 1),
+            "stage_seconds": {k: round(v, 4) for k, v in self.stage_seconds.items()},
+            "model": {"name": self.model_name, "version": self.model_version},
+            "exit_reason": self.exit_reason,
+        }
+
+
+def client_id(role: str) -> str:
+    return f"streamscore-{role}-{socket.gethostname()}-{os.getpid()}"
+
+
+#: A side path gets each batch's output after the champion's records are produced.
+SidePath = Callable[[BatchOutput, RawBatch], None]
+
+
+class Processor:
+    """Owns the clients and runs the loop. Build it with :meth:`from_settings`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        consumer: Consumer,
+        producer: Producer,
+        pipeline: ScoringPipeline,
+        champion: ServingModel,
+        metrics: Metrics,
+        health: Health,
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.producer = producer
+        self.pipeline = pipeline
+        self.champion = champion
+        self.metrics = metrics
+        self.health = health
+        self.topics = settings.topics
+        self.checkpoint = Checkpoint(
+            producer,
+            consumer,
+            interval_s=settings.processor.commit_interval_ms / 1000,
+            flush_timeout_s=settings.processor.flush_timeout_s,
+        )
+        self.side_paths: list[SidePath] = []
+        #: Called between batches; may return a new champion (hot swap).
+        self.between_batches: list[Callable[[], ServingModel | None]] = []
+        self.summary = RunSummary(model_name=champion.name, model_version=champion.version)
+        self._stop_reason: str | None = None
+        self._assigned_at: float | None = None
+        self._publish_model_info()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        champion: ServingModel,
+        *,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
+    ) -> Processor:
+        from connectors.schema_registry import topic_serde
+
+        p = settings.processor
+        consumer = Consumer(
+            settings.kafka,
+            group_id=p.group_id,
+            client_id=client_id("processor"),
+            auto_offset_reset=p.auto_offset_reset,
+            **{"message.max.bytes": max(p.max_message_bytes * 4, 1_000_000)},
+        )
+        producer = Producer(settings.kafka, client_id=client_id("processor"), linger_ms=p.linger_ms)
+        pipeline = ScoringPipeline(
+            event_serde=topic_serde(settings, "events"),
+            prediction_serde=topic_serde(settings, "predictions"),
+            audit_serde=topic_serde(settings, "audit"),
+            max_message_bytes=p.max_message_bytes,
+            actor=client_id("processor"),
+        )
+        health = health or Health()
+        health.champion_loaded = True
+        return cls(
+            settings,
+            consumer=consumer,
+            producer=producer,
+            pipeline=pipeline,
+            champion=champion,
+            metrics=metrics or Metrics(),
+            health=health,
+        )
+
+    # -- control -----------------------------------------------------------------------------
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Ask the loop to finish its current batch, commit and return."""
+        self._stop_reason = reason
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.stop(signal.Signals(signum).name)
+
+    def _publish_model_info(self) -> None:
+        meta = self.champion.meta
+        self.metrics.model_info.labels(role="champion").info(
+            {"name": meta.name, "version": meta.version, "task": meta.task}
+        )
+
+    # -- rebalance ---------------------------------------------------------------------------
+
+    def _on_assign(self, partitions: list[TopicPartition]) -> None:
+        self.metrics.rebalances.labels(kind="assign").inc()
+        self.health.partitions_assigned = len(self.consumer.assignment()) or len(partitions)
+        self.metrics.assigned_partitions.set(self.health.partitions_assigned)
+        self._assigned_at = time.monotonic()
+        log.info("assigned %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
+
+    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        self.metrics.rebalances.labels(kind="revoke").inc()
+        self._commit()  # outputs of everything consumed so far are flushed, then committed
+        self.health.partitions_assigned = 0
+        self.metrics.assigned_partitions.set(0)
+        log.info("revoked %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
+
+    def _on_lost(self, partitions: list[TopicPartition]) -> None:
+        self.metrics.rebalances.labels(kind="lost").inc()
+        self.checkpoint.forget((tp.topic, tp.partition) for tp in partitions)
+        self.health.partitions_assigned = 0
+        self.metrics.assigned_partitions.set(0)
+        log.warning("lost %s; their uncommitted batches will be replayed", partitions)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(
+        self, *, exit_when_idle: float | None = None, max_events: int | None = None
+    ) -> RunSummary:
+        p = self.settings.processor
+        wait_s = p.max_wait_ms / 1000
+        handlers = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # Outside the main thread signals cannot be caught: the caller uses stop().
+            with contextlib.suppress(ValueError):
+                handlers[sig] = signal.signal(sig, self._on_signal)
+        self.consumer.subscribe(
+            [self.topics.events],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        self.health.broker_reachable = True
+        self.metrics.dependency_up.labels(dependency="kafka").set(1)
+        started = last_input = time.monotonic()
+        self._assigned_at = None
+        # Before the first assignment, joining the group counts as a grace period.
+        join_grace = max(30.0, 2 * self.settings.kafka.session_timeout_ms / 1000)
+        clean = False
+        try:
+            while self._stop_reason is None:
+                messages = self.consumer.consume(p.max_batch, wait_s)
+                now = time.monotonic()
+                if messages:
+                    last_input = now
+                    self._process(messages)
+                elif exit_when_idle is not None:
+                    if self._assigned_at is not None:
+                        idle = now - max(last_input, self._assigned_at)
+                    else:
+                        idle = now - started - join_grace
+                    if idle >= exit_when_idle:
+                        self.stop(f"idle for {exit_when_idle:g}s")
+                if self.checkpoint.due() or (messages and p.commit_interval_ms == 0):
+                    self._commit()
+                self._between_batches()
+                self.health.progress()
+                self.metrics.last_progress.set(time.time())
+                if max_events is not None and self.summary.events_in >= max_events:
+                    self.stop(f"reached {max_events} events")
+            clean = True
+        finally:
+            if clean:
+                self._commit()
+            self.consumer.close()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            self.summary.elapsed_s = time.monotonic() - started
+            self.summary.exit_reason = self._stop_reason or "error"
+        return self.summary
+
+    def _commit(self) -> None:
+        before = self.checkpoint.commits
+        self.checkpoint.commit()
+        if self.checkpoint.commits != before:
+            self.summary.commits += 1
+            self.metrics.commits.inc()
+
+    def _between_batches(self) -> None:
+        for hook in self.between_batches:
+            new = hook()
+            if new is not None:
+                self.champion = new
+                self.summary.model_name, self.summary.model_version = new.name, new.version
+                self._publish_model_info()
+
+    def _process(self, messages: list[Message]) -> None:
+        polled_at = time.perf_counter()
+        polled_wall = time.time()
+        raw = RawBatch(
+            values=[m.value() for m in messages],
+            keys=[m.key() for m in messages],
+            # A consumed record always has its topic, partition and offset.
+            topics=cast(list[str], [m.topic() for m in messages]),
+            partitions=cast(list[int], [m.partition() for m in messages]),
+            offsets=cast(list[int], [m.offset() for m in messages]),
+        )
+        out = self.pipeline.run(raw, self.champion)
+        t_produce = time.perf_counter()
+        self._produce(out)
+        produced_at = time.perf_counter()
+        self.checkpoint.track(zip(raw.topics, raw.partitions, raw.offsets, strict=True))
+        for side_path in self.side_paths:
+            side_path(out, raw)
+        done = time.perf_counter()
+        self._account(raw, out, polled_wall, polled_at, t_produce, produced_at, done)
+
+    def _produce(self, out: BatchOutput) -> None:
+        topics = self.topics
+        self.producer.produce_many(topics.predictions, out.prediction_values, out.keys)
+        self.producer.produce_many(topics.audit, out.audit_values, out.keys)
+        for dead in out.dead_letters:
+            self.producer.produce(topics.dlq, dead.value, dead.key, dead.headers)
+
+    def _account(
+        self,
+        raw: RawBatch,
+        out: BatchOutput,
+        polled_wall: float,
+        polled_at: float,
+        t_produce: float,
+        produced_at: float,
+        done: float,
+    ) -> None:
+        m, s = self.metrics, self.summary
+        n, scored, dead = len(raw), out.scored, len(out.dead_letters)
+        s.events_in += n
+        s.scored += scored
+        s.dead_letters += dead
+        s.batches += 1
+        s.busy_s += done - polled_at
+        if s.first_event_at is None:
+            s.first_event_at = polled_wall
+        s.last_event_at = polled_wall + (done - polled_at)
+        for stage, seconds in out.stage_seconds.items():
+            s.stage_seconds[stage] += seconds
+            m.stage_seconds.labels(stage=stage).inc(seconds)
+        s.stage_seconds["produce"] += produced_at - t_produce
+        m.stage_seconds.labels(stage="produce").inc(produced_at - t_produce)
+        s.stage_seconds["side_paths"] += done - produced_at
+        m.consumed.labels(role="events").inc(n)
+        m.produced.labels(role="predictions").inc(scored)
+        m.produced.labels(role="audit").inc(scored)
+        m.outcomes.labels(outcome="scored").inc(scored)
+        m.batch_size.observe(n)
+        if dead:
+            m.produced.labels(role="dlq").inc(dead)
+            m.outcomes.labels(outcome="dead_lettered").inc(dead)
+            for d in out.dead_letters:
+                reason = d.rejection.reason
+                s.dead_letters_by_reason[reason] += 1
+                m.dead_letters.labels(stage=d.rejection.stage, reason=reason).inc()
+        if scored:
+            m.processing_latency.observe_many(np.full(scored, produced_at - polled_at))
+            event_times = np.asarray(out.events.event_times, dtype=np.float64)
+            m.end_to_end_latency.observe_many(
+                np.maximum(polled_wall + (produced_at - polled_at) - event_times / 1000, 0.0)
+            )

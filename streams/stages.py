@@ -1,0 +1,197 @@
+"""Pure, batch-in/batch-out stages of the scoring loop.
+
+Each stage takes a batch and returns the batch that goes on plus the
+:class:`Rejection` of each event it refused. Indices always refer to the
+event's place in the polled batch, so a rejection can be matched back to its
+original Kafka record (key, bytes, topic, partition, offset) for the DLQ.
+
+    size     → oversized records
+    decode   → bytes that are not a SensorEvent (wire format, required fields)
+    validate → missing / non-numeric / non-finite / out-of-range features
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from schemas.serde import Serde
+from streams.errors import DecodeError, Rejection
+
+
+@dataclass(slots=True)
+class EventBatch:
+    """Decoded events, column-wise. ``indices`` are places in the polled batch."""
+
+    indices: list[int] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+    sensor_ids: list[str] = field(default_factory=list)
+    event_times: list[int] = field(default_factory=list)
+    features: list[Mapping[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def select(self, keep: Sequence[int]) -> EventBatch:
+        """The events at positions ``keep`` (positions in this batch, not indices)."""
+        return EventBatch(
+            indices=[self.indices[i] for i in keep],
+            event_ids=[self.event_ids[i] for i in keep],
+            sensor_ids=[self.sensor_ids[i] for i in keep],
+            event_times=[self.event_times[i] for i in keep],
+            features=[self.features[i] for i in keep],
+        )
+
+
+def check_sizes(
+    values: Sequence[bytes | None], max_bytes: int
+) -> tuple[list[int], list[Rejection]]:
+    """Indices of records within ``max_bytes``; a rejection for each larger or empty one."""
+    ok: list[int] = []
+    rejected: list[Rejection] = []
+    for i, value in enumerate(values):
+        if value is None:
+            rejected.append(Rejection(i, "decode", "EmptyValue", "record has no value (tombstone)"))
+        elif len(value) > max_bytes:
+            rejected.append(
+                Rejection(i, "size", "Oversized", f"{len(value)} bytes > limit {max_bytes}")
+            )
+        else:
+            ok.append(i)
+    return ok, rejected
+
+
+def _check_fields(record: Mapping[str, Any]) -> str | None:
+    """Type check of the envelope for untyped formats (JSON); Avro guarantees it."""
+    for name in ("event_id", "sensor_id"):
+        value = record.get(name)
+        if not isinstance(value, str) or not value:
+            return f"{name} must be a non-empty string"
+    if not isinstance(record.get("event_time"), int) or isinstance(record["event_time"], bool):
+        return "event_time must be epoch milliseconds or ISO-8601"
+    if not isinstance(record.get("features"), Mapping):
+        return "features must be an object of feature name to number"
+    return None
+
+
+def decode_events(
+    values: Sequence[bytes | None],
+    indices: Sequence[int],
+    serde: Serde,
+    *,
+    typed: bool,
+) -> tuple[EventBatch, list[Rejection]]:
+    """Decode ``values[i]`` for ``i`` in ``indices``. ``typed``: the format enforces types."""
+    batch = EventBatch()
+    rejected: list[Rejection] = []
+    decode = serde.decode
+    for i in indices:
+        try:
+            record = decode(values[i])  # type: ignore[arg-type]
+        except DecodeError as exc:
+            rejected.append(Rejection(i, "decode", "Undecodable", str(exc)))
+            continue
+        if not typed:
+            problem = _check_fields(record)
+            if problem is not None:
+                rejected.append(Rejection(i, "decode", "InvalidField", problem))
+                continue
+        batch.indices.append(i)
+        batch.event_ids.append(record["event_id"])
+        batch.sensor_ids.append(record["sensor_id"])
+        batch.event_times.append(record["event_time"])
+        batch.features.append(record["features"])
+    return batch, rejected
+
+
+def _row_problem(
+    features: Mapping[str, Any], names: Sequence[str], lo: np.ndarray, hi: np.ndarray
+) -> tuple[str, str]:
+    """The first problem of one event's features, as (reason, message)."""
+    missing = [n for n in names if n not in features]
+    if missing:
+        return "MissingFeature", f"missing feature(s): {', '.join(missing)}"
+    for n in names:
+        v = features[n]
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return "NonNumericFeature", f"feature {n} is not a number: {v!r}"[:300]
+    for j, n in enumerate(names):
+        v = float(features[n])
+        if not math.isfinite(v):
+            return "NonFiniteValue", f"feature {n} is {v}"
+        if not lo[j] <= v <= hi[j]:
+            return "OutOfRange", f"feature {n}={v:g} outside [{lo[j]:g}, {hi[j]:g}]"
+    return "Invalid", "invalid features"  # unreachable when called on a flagged row
+
+
+def build_matrix(
+    batch: EventBatch,
+    names: Sequence[str],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    *,
+    typed: bool,
+) -> tuple[np.ndarray, list[int], list[Rejection]]:
+    """One float64 matrix in feature order for the valid events.
+
+    Returns (matrix of valid rows, their positions in ``batch``, rejections).
+    The fast path converts the whole batch in one numpy call and checks
+    finiteness and ranges vectorised; only rows that fail are examined one by
+    one to say why. ``typed=False`` (JSON) first checks every value is a real
+    number, because numpy would quietly accept ``"1.5"`` or ``true``.
+    """
+    if len(batch) == 0:
+        return np.empty((0, len(names))), [], []
+    getter = operator.itemgetter(*names)
+    suspect: set[int] = set()
+    if not typed:
+        for pos, feats in enumerate(batch.features):
+            for n in names:
+                v = feats.get(n)
+                if v is None or isinstance(v, bool) or not isinstance(v, int | float):
+                    suspect.add(pos)
+                    break
+    rows_pos = [p for p in range(len(batch)) if p not in suspect] if suspect else None
+    feats_list = batch.features if rows_pos is None else [batch.features[p] for p in rows_pos]
+    try:
+        if len(names) == 1:
+            matrix = np.array([[getter(f)] for f in feats_list], dtype=np.float64)
+        else:
+            matrix = np.array([getter(f) for f in feats_list], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        # Some row lacks a feature or has a non-number: find them one by one.
+        good_rows = []
+        good_pos = []
+        for p, f in zip(
+            rows_pos if rows_pos is not None else range(len(batch)), feats_list, strict=True
+        ):
+            try:
+                row = np.array(getter(f), dtype=np.float64).reshape(len(names))
+            except (KeyError, TypeError, ValueError):
+                suspect.add(p)
+                continue
+            good_rows.append(row)
+            good_pos.append(p)
+        matrix = np.array(good_rows, dtype=np.float64).reshape(len(good_rows), len(names))
+        rows_pos = good_pos
+    positions = np.arange(len(batch)) if rows_pos is None else np.asarray(rows_pos, dtype=np.int64)
+    if matrix.shape[0]:
+        ok = (
+            np.isfinite(matrix).all(axis=1)
+            & (matrix >= lo).all(axis=1)
+            & (matrix <= hi).all(axis=1)
+        )
+        if not ok.all():
+            suspect.update(int(p) for p in positions[~ok])
+            matrix = matrix[ok]
+            positions = positions[ok]
+    rejected = []
+    for p in sorted(suspect):
+        reason, message = _row_problem(batch.features[p], names, lo, hi)
+        rejected.append(Rejection(batch.indices[p], "validate", reason, message))
+    return matrix, [int(p) for p in positions], rejected
