@@ -170,7 +170,9 @@ def report_events(events: Sequence[LifecycleEvent]) -> None:
         table.add_column(column)
     for e in events:
         details = ", ".join(
-            f"{k}={v}" for k, v in e.details.items() if k not in ("onnx_sha256", "dataset_sha256")
+            f"{k}={v}"
+            for k, v in e.details.items()
+            if k not in ("onnx_sha256", "dataset_sha256", "origin")
         )
         table.add_row(
             e.action, e.model_name, e.model_version, details, e.actor, _when(e.occurred_at)
