@@ -205,6 +205,17 @@ class Consumer:
         except KafkaException as exc:
             raise InfrastructureError(f"offset commit failed: {exc}") from exc
 
+    def positions(self) -> dict[tuple[str, int], int]:
+        """Next offset to be returned per assigned partition (unknown ones omitted)."""
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return {}
+        return {
+            (tp.topic, tp.partition): tp.offset
+            for tp in self._consumer.position(assigned)
+            if tp.offset >= 0
+        }
+
     def assignment(self) -> list[TopicPartition]:
         return list(self._consumer.assignment())
 

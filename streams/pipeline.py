@@ -24,6 +24,7 @@ from models.runtime import Scores
 from models.serving import ServingModel
 from schemas.serde import Serde
 from streams.errors import Rejection
+from streams.routing import ABRouting
 from streams.stages import EventBatch, build_matrix, check_sizes, decode_events
 
 #: Kafka Connect's dead-letter header names: tools that read Connect DLQs read ours.
@@ -65,10 +66,30 @@ class BatchOutput:
     scores: Scores | None = None
     processed_at: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: (variant, model) that served this batch; the first is the champion.
+    served: list[tuple[str, ServingModel]] = field(default_factory=list)
+    #: With A/B routing, the index into ``served`` of each scored row.
+    row_variant: np.ndarray | None = None
 
     @property
     def scored(self) -> int:
         return len(self.prediction_values)
+
+    @property
+    def model_version(self) -> str:
+        return self.served[0][1].version if self.served else ""
+
+    def served_parts(self) -> list[tuple[str, str, list[int]]]:
+        """(variant, model version, scored rows) for each variant that served rows."""
+        n = len(self.events)
+        if self.row_variant is None:
+            return [(self.served[0][0], self.served[0][1].version, list(range(n)))] if n else []
+        parts = []
+        for k, (variant, served) in enumerate(self.served):
+            rows = np.flatnonzero(self.row_variant == k).tolist()
+            if rows:
+                parts.append((variant, served.version, rows))
+        return parts
 
 
 def dlq_headers(raw: RawBatch, rejection: Rejection) -> list[tuple[str, bytes]]:
@@ -106,7 +127,15 @@ class ScoringPipeline:
         self.actor = actor
         self.variant = variant
 
-    def run(self, raw: RawBatch, model: ServingModel, *, now_ms: int | None = None) -> BatchOutput:
+    def run(
+        self,
+        raw: RawBatch,
+        model: ServingModel,
+        *,
+        ab: ABRouting | None = None,
+        now_ms: int | None = None,
+    ) -> BatchOutput:
+        """Score one polled batch with ``model`` (or, with ``ab``, the variant of each entity)."""
         out = BatchOutput()
         clock = time.perf_counter
         t0 = clock()
@@ -122,16 +151,22 @@ class ScoringPipeline:
         if len(keep) != len(events):
             events = events.select(keep)
         t3 = clock()
-        scores = model.model.predict(matrix)
+        if ab is None:
+            out.served = [(self.variant, model)]
+            scores = model.model.predict(matrix)
+        else:
+            out.served = list(zip(ab.router.variants, ab.models, strict=True))
+            out.row_variant = ab.router.assign(events.sensor_ids)
+            scores = _score_split(matrix, out.row_variant, ab)
         t4 = clock()
         out.processed_at = now_ms if now_ms is not None else int(time.time() * 1000)
-        self._encode(raw, events, scores, model, out)
+        out.events, out.matrix, out.scores = events, matrix, scores
+        self._encode(raw, out)
         t5 = clock()
         out.dead_letters = [
             DeadLetter(raw.keys[r.index], raw.values[r.index], dlq_headers(raw, r), r)
             for r in sorted(rejected, key=lambda r: r.index)
         ]
-        out.events, out.matrix, out.scores = events, matrix, scores
         out.stage_seconds = {
             "size": t1 - t0,
             "decode": t2 - t1,
@@ -141,18 +176,11 @@ class ScoringPipeline:
         }
         return out
 
-    def _encode(
-        self,
-        raw: RawBatch,
-        events: EventBatch,
-        scores: Scores,
-        model: ServingModel,
-        out: BatchOutput,
-    ) -> None:
+    def _encode(self, raw: RawBatch, out: BatchOutput) -> None:
+        events, scores = out.events, out.scores
         n = len(events)
-        if n == 0:
+        if n == 0 or scores is None:
             return
-        name, version, variant, now = model.name, model.version, self.variant, out.processed_at
         score_list = scores.score.tolist()
         if scores.labels is not None:
             labels: list[str | None] = scores.labels.tolist()
@@ -160,13 +188,24 @@ class ScoringPipeline:
         else:
             labels = [None] * n
             decisions = [repr(s) for s in score_list]
+        if out.row_variant is None:
+            variant, served = out.served[0]
+            variants, names, versions = [variant] * n, [served.name] * n, [served.version] * n
+            classes_by_row = [served.model.classes] * n
+        else:
+            rows = out.row_variant.tolist()
+            variants = [out.served[k][0] for k in rows]
+            names = [out.served[k][1].name for k in rows]
+            versions = [out.served[k][1].version for k in rows]
+            classes_by_row = [out.served[k][1].model.classes for k in rows]
         if scores.probabilities is not None:
-            classes = model.model.classes
             probabilities: list[dict[str, float] | None] = [
-                dict(zip(classes, row, strict=True)) for row in scores.probabilities.tolist()
+                dict(zip(classes, row, strict=True))
+                for classes, row in zip(classes_by_row, scores.probabilities.tolist(), strict=True)
             ]
         else:
             probabilities = [None] * n
+        now = out.processed_at
         predictions: list[dict[str, Any]] = [
             {
                 "event_id": event_id,
@@ -180,10 +219,13 @@ class ScoringPipeline:
                 "probabilities": proba,
                 "processed_at": now,
             }
-            for event_id, sensor_id, event_time, label, score, proba in zip(
+            for event_id, sensor_id, event_time, name, version, variant, label, score, proba in zip(
                 events.event_ids,
                 events.sensor_ids,
                 events.event_times,
+                names,
+                versions,
+                variants,
                 labels,
                 score_list,
                 probabilities,
@@ -206,10 +248,17 @@ class ScoringPipeline:
                 "source_offset": offsets[i],
                 "actor": actor,
                 "occurred_at": now,
-                "details": {},
+                "details": {"variant": variant},
             }
-            for i, event_id, sensor_id, decision in zip(
-                events.indices, events.event_ids, events.sensor_ids, decisions, strict=True
+            for i, event_id, sensor_id, name, version, variant, decision in zip(
+                events.indices,
+                events.event_ids,
+                events.sensor_ids,
+                names,
+                versions,
+                variants,
+                decisions,
+                strict=True,
             )
         ]
         out.prediction_values = self.prediction_serde.encode_many(predictions)
@@ -219,6 +268,30 @@ class ScoringPipeline:
             keys[i] if keys[i] is not None else sensor_id.encode()
             for i, sensor_id in zip(events.indices, events.sensor_ids, strict=True)
         ]
+
+
+def _score_split(matrix: np.ndarray, row_variant: np.ndarray, ab: ABRouting) -> Scores:
+    """Score each variant's rows with its model and put the results back in row order."""
+    n = matrix.shape[0]
+    score = np.zeros(n)
+    labels: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    for k, (served, columns) in enumerate(zip(ab.models, ab.columns, strict=True)):
+        rows = np.flatnonzero(row_variant == k)
+        if rows.size == 0:
+            continue
+        part = served.model.predict(matrix[rows][:, columns])
+        score[rows] = part.score
+        if part.labels is not None:
+            if labels is None:
+                labels = np.empty(n, dtype=object)
+            labels[rows] = part.labels
+        if part.probabilities is not None:
+            if probabilities is None:
+                probabilities = np.zeros((n, part.probabilities.shape[1]))
+            if probabilities.shape[1] == part.probabilities.shape[1]:
+                probabilities[rows] = part.probabilities
+    return Scores(score=score, labels=labels, probabilities=probabilities)
 
 
 def raw_batch_from(

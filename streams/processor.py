@@ -30,9 +30,12 @@ import numpy as np
 from connectors.kafka import Consumer, Message, Producer, TopicPartition
 from models.serving import ServingModel
 from streams.checkpoint import Checkpoint
+from streams.lifecycle import ModelWatcher
 from streams.metrics import Health, Metrics
 from streams.pipeline import BatchOutput, RawBatch, ScoringPipeline
+from streams.routing import ABRouting
 from streams.settings import Settings
+from streams.shadow import ShadowScorer
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +120,14 @@ class Processor:
             interval_s=settings.processor.commit_interval_ms / 1000,
             flush_timeout_s=settings.processor.flush_timeout_s,
         )
+        #: Called with each batch's output after the champion's records are produced.
         self.side_paths: list[SidePath] = []
-        #: Called between batches; may return a new champion (hot swap).
-        self.between_batches: list[Callable[[], ServingModel | None]] = []
+        self.challenger: ServingModel | None = None
+        self.shadow: ShadowScorer | None = None
+        self.ab: ABRouting | None = None
+        self.watcher: ModelWatcher | None = None
+        #: Anything with close(): background workers drained before the final commit.
+        self.closables: list[Any] = []
         self.summary = RunSummary(model_name=champion.name, model_version=champion.version)
         self._stop_reason: str | None = None
         self._assigned_at: float | None = None
@@ -174,10 +182,36 @@ class Processor:
         self.stop(signal.Signals(signum).name)
 
     def _publish_model_info(self) -> None:
-        meta = self.champion.meta
-        self.metrics.model_info.labels(role="champion").info(
-            {"name": meta.name, "version": meta.version, "task": meta.task}
-        )
+        for role, model in (("champion", self.champion), ("challenger", self.challenger)):
+            if model is not None:
+                self.metrics.model_info.labels(role=role).info(
+                    {"name": model.name, "version": model.version, "task": model.meta.task}
+                )
+
+    def attach_challenger(self, challenger: ServingModel, mode: str) -> None:
+        """Use ``challenger`` in the shadow (side path) or for its A/B share of traffic."""
+        self.challenger = challenger
+        if mode == "ab":
+            weights = self.settings.shadow.ab_weights
+            self.ab = ABRouting.build(
+                weights, {"champion": self.champion, "challenger": challenger}
+            )
+        elif self.shadow is not None:
+            self.shadow.replace_challenger(challenger, self.champion.feature_names)
+        self._publish_model_info()
+
+    def audit(self, action: str, model: ServingModel, details: dict[str, str]) -> None:
+        """Publish a lifecycle audit event (model_changed, model_refused, ...)."""
+        record = {
+            "action": action,
+            "model_name": model.name,
+            "model_version": model.version,
+            "actor": self.pipeline.actor,
+            "occurred_at": int(time.time() * 1000),
+            "details": details,
+        }
+        value = self.pipeline.audit_serde.encode(record)
+        self.producer.produce(self.topics.audit, value, model.name.encode())
 
     # -- rebalance ---------------------------------------------------------------------------
 
@@ -250,6 +284,10 @@ class Processor:
                     self.stop(f"reached {max_events} events")
             clean = True
         finally:
+            if self.watcher is not None:
+                self.watcher.stop()
+            for closable in self.closables:
+                closable.close()
             if clean:
                 self._commit()
             self.consumer.close()
@@ -267,12 +305,49 @@ class Processor:
             self.metrics.commits.inc()
 
     def _between_batches(self) -> None:
-        for hook in self.between_batches:
-            new = hook()
-            if new is not None:
-                self.champion = new
-                self.summary.model_name, self.summary.model_version = new.name, new.version
-                self._publish_model_info()
+        """Hot swap: switch to models the watcher loaded, only ever between two batches."""
+        if self.watcher is None:
+            return
+        ready, refusals = self.watcher.take()
+        for refusal in refusals:
+            self.metrics.model_load_failures.labels(role=refusal.role).inc()
+            self.health.problems[f"{refusal.role}_refused"] = (
+                f"v{refusal.version}: {refusal.reason}"
+            )
+            current = self.champion if refusal.role == "champion" else self.challenger
+            self.audit(
+                "model_refused",
+                current or self.champion,
+                {"role": refusal.role, "refused_version": refusal.version,
+                 "reason": refusal.reason[:500]},
+            )  # fmt: skip
+        for role, model in ready.items():
+            self.swap(role, model)
+
+    def swap(self, role: str, model: ServingModel) -> None:
+        """Switch ``role`` to ``model`` now; record where the new version starts."""
+        old = self.champion if role == "champion" else self.challenger
+        positions = self.consumer.positions()
+        if role == "champion":
+            self.champion = model
+            self.summary.model_name, self.summary.model_version = model.name, model.version
+            if self.ab is not None and self.challenger is not None:
+                self.attach_challenger(self.challenger, "ab")
+            if self.shadow is not None:
+                self.shadow.champion_features = model.feature_names
+        else:
+            self.attach_challenger(model, "ab" if self.ab is not None else "shadow")
+        self.metrics.model_swaps.labels(role=role).inc()
+        self._publish_model_info()
+        first = ",".join(f"{t}[{p}]={o}" for (t, p), o in sorted(positions.items()))
+        self.audit(
+            "model_changed",
+            model,
+            {"role": role, "old_version": old.version if old else "",
+             "new_version": model.version, "first_offsets": first},
+        )  # fmt: skip
+        log.info("%s switched %s -> v%s; first offsets %s",
+                 role, old.version if old else "none", model.version, first)  # fmt: skip
 
     def _process(self, messages: list[Message]) -> None:
         polled_at = time.perf_counter()
@@ -285,7 +360,7 @@ class Processor:
             partitions=cast(list[int], [m.partition() for m in messages]),
             offsets=cast(list[int], [m.offset() for m in messages]),
         )
-        out = self.pipeline.run(raw, self.champion)
+        out = self.pipeline.run(raw, self.champion, ab=self.ab)
         t_produce = time.perf_counter()
         self._produce(out)
         produced_at = time.perf_counter()

@@ -11,30 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from connectors.kafka import Admin, Producer
+from connectors.redis_store import PredictionStore
 from connectors.schema_registry import topic_serde
 from connectors.source import EventFactory, ProduceReport, SourceOptions, rows_from_file
-from models.bundle import bundle_exists
 from models.datasets import shuttle
 from models.serving import ServingModel
-from streams.errors import ConfigError
+from streams.errors import ConfigError, InfrastructureError, ModelError
+from streams.lifecycle import ModelWatcher, check_features, model_source
 from streams.metrics import Health, Metrics, serve
 from streams.processor import Processor, client_id
 from streams.settings import Settings
+from streams.shadow import ShadowScorer, StoreWriter
 
 log = logging.getLogger(__name__)
-
-
-def load_champion(settings: Settings) -> ServingModel:
-    path = settings.models.champion_path
-    if not bundle_exists(path):
-        raise ConfigError(
-            f"no champion model at {path}: run `streamscore train` (or `make demo`) first, "
-            "or point models.dir at your bundles"
-        )
-    p = settings.processor
-    return ServingModel.from_bundle(
-        path, intra_op_threads=p.ort_intra_op_threads, inter_op_threads=p.ort_inter_op_threads
-    )
 
 
 def ensure_topics(settings: Settings) -> list[str]:
@@ -48,8 +37,102 @@ def ensure_topics(settings: Settings) -> list[str]:
 def build_processor(
     settings: Settings, *, metrics: Metrics | None = None, health: Health | None = None
 ) -> Processor:
-    champion = load_champion(settings)
-    return Processor.from_settings(settings, champion, metrics=metrics, health=health)
+    """The processor with everything the settings ask for.
+
+    The champion must load (else :class:`ConfigError` / ModelError: nothing to
+    serve). Everything else degrades instead of failing: a challenger that
+    cannot load, an unreachable Redis or MLflow are logged, shown in metrics
+    and health, and the champion path runs without them.
+    """
+    metrics = metrics or Metrics()
+    health = health or Health()
+    source = model_source(settings)
+    try:
+        champion = source.load("champion")
+    except ModelError as exc:
+        raise ConfigError(
+            f"no usable champion: {exc}. Run `streamscore train` (or `make demo`), "
+            "or `streamscore models train` for the MLflow registry."
+        ) from exc
+    processor = Processor.from_settings(settings, champion, metrics=metrics, health=health)
+    if settings.models.source == "registry":
+        offline = getattr(source, "offline_reason", None)
+        metrics.dependency_up.labels(dependency="mlflow").set(0 if offline else 1)
+        if offline:
+            health.problems["mlflow"] = f"unreachable at start, serving cached models: {offline}"
+
+    store = None
+    if settings.store.enabled:
+        from connectors.redis_store import PredictionStore, ping
+
+        up = ping(settings.redis)
+        metrics.dependency_up.labels(dependency="redis").set(1 if up else 0)
+        if not up:
+            health.problems["redis"] = f"unreachable at start: {settings.redis.url}"
+            log.warning("Redis %s unreachable: predictions are not stored until it returns",
+                        settings.redis.url)  # fmt: skip
+        s = settings.store
+        store = PredictionStore(settings.redis, ttl_s=s.ttl_s, bucket_s=s.bucket_s)
+        writer = StoreWriter(store, metrics, max_pending=s.max_pending_batches)
+        processor.side_paths.append(writer)
+        processor.closables.append(writer)
+
+    mode = settings.shadow.mode
+    current = {"champion": champion.version}
+    if mode != "off":
+        try:
+            challenger = source.load("challenger")
+            check_features(challenger, champion.feature_names)
+        except (ModelError, InfrastructureError) as exc:
+            metrics.model_load_failures.labels(role="challenger").inc()
+            health.problems["challenger"] = f"not loaded: {exc}"
+            log.warning("no challenger (%s): the champion serves alone", exc)
+        else:
+            current["challenger"] = challenger.version
+            if mode == "shadow":
+                processor.shadow = _shadow_scorer(settings, processor, challenger, store)
+                processor.side_paths.append(processor.shadow)
+                processor.closables.append(processor.shadow)
+            processor.attach_challenger(challenger, mode)
+
+    watcher = ModelWatcher(
+        source,
+        stream_features=list(champion.feature_names),
+        current=current,
+        poll_interval_s=settings.registry.poll_interval_s,
+    )
+    if mode == "off":
+        watcher.current.setdefault("challenger", "ignored")
+    processor.watcher = watcher
+    watcher.start()
+    return processor
+
+
+def _shadow_scorer(
+    settings: Settings,
+    processor: Processor,
+    challenger: ServingModel,
+    store: PredictionStore | None,
+) -> ShadowScorer:
+    producer, topic = processor.producer, settings.topics.shadow
+
+    def emit(values: list[bytes], keys: list[bytes | None]) -> None:
+        producer.produce_many(topic, values, keys)
+        processor.metrics.produced.labels(role="shadow").inc(len(values))
+
+    s = settings.shadow
+    return ShadowScorer(
+        challenger,
+        processor.champion.feature_names,
+        emit=emit,
+        serde=topic_serde(settings, "shadow"),
+        metrics=processor.metrics,
+        store=store,
+        sample_fraction=s.sample_fraction,
+        max_pending=s.max_pending_batches,
+        window=s.psi_window,
+        tolerance=s.agreement_tolerance,
+    )
 
 
 def run_processor(

@@ -137,6 +137,9 @@ class ProcessorSettings(BaseModel):
 
 
 class ModelSettings(BaseModel):
+    #: ``files``: bundles in ``dir``; ``registry``: MLflow aliases champion/challenger,
+    #: hot-swapped when an alias moves.
+    source: Literal["files", "registry"] = "files"
     #: Folder holding the file-based model bundles (``champion/``, ``challenger/``).
     dir: Path = Path(".streamscore/models")
     champion: str = "champion"
@@ -169,6 +172,46 @@ class RedisSettings(BaseModel):
         return int(hostport.rsplit(":", 1)[1]) if ":" in hostport else 6379
 
 
+class ShadowSettings(BaseModel):
+    """How the challenger takes part: not at all, in the shadow, or serving a share (A/B)."""
+
+    mode: Literal["off", "shadow", "ab"] = "shadow"
+    #: Shadow mode: share of valid events the challenger scores (deterministic per event id).
+    sample_fraction: float = Field(default=1.0, ge=0.0, le=1.0)
+    #: Batches the challenger may fall behind before batches are dropped (and counted).
+    max_pending_batches: int = Field(default=8, ge=1)
+    #: A/B mode: weight per variant; an entity (sensor_id) always gets the same variant.
+    ab_weights: dict[str, float] = Field(
+        default_factory=lambda: {"champion": 0.95, "challenger": 0.05}
+    )
+    #: Regressors: scores within this distance count as agreement.
+    agreement_tolerance: float = 1e-6
+    #: Events per window of the champion-vs-challenger score PSI.
+    psi_window: int = 10_000
+
+
+class StoreSettings(BaseModel):
+    """The Redis prediction store that delayed labels are joined against."""
+
+    enabled: bool = True
+    ttl_s: int = Field(default=3600, ge=1)
+    bucket_s: int = Field(default=60, ge=1)
+    max_pending_batches: int = Field(default=32, ge=1)
+
+
+class RegistrySettings(BaseModel):
+    """MLflow tracking and registry. Without a tracking URI: sqlite under ``home``."""
+
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+    experiment: str = "streamscore"
+    model_name: str = "shuttle-anomaly"
+    #: Where fetched versions are cached (default ``<home>/cache/models``).
+    cache_dir: Path | None = None
+    poll_interval_s: float = Field(default=5.0, gt=0)
+    probe_timeout_s: float = Field(default=2.0, gt=0)
+
+
 class MetricsSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 9108
@@ -193,6 +236,9 @@ class Settings(BaseSettings):
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
