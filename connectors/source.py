@@ -141,11 +141,15 @@ class EventFactory:
             j = self.names.index(name)
             features[name] = float(self.rows[:, j].max() + 10 * max(self.span[j], 1.0))
         elif kind == "oversized":
-            pad = o.max_message_bytes // 16 + 1
+            # Over 8 bytes per padding entry in every format: well past the limit.
+            pad = o.max_message_bytes // 8 + 1
             features.update({f"pad_{i}": 0.0 for i in range(pad)})
         elif kind == "non_numeric":
             features[name] = "not-a-number"
         reason = INVALID_KINDS.get(kind) or JSON_ONLY_KINDS[kind]
+        if kind == "nan" and self.serde.format == "json":
+            # Strict JSON has no NaN; producers in the wild still send the bare token.
+            return key, json.dumps(event).encode(), reason
         return key, self.serde.encode(event), reason
 
 

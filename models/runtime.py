@@ -136,7 +136,11 @@ class OnnxModel:
             empty = np.empty(0)
             if self.task == "regression":
                 return Scores(score=empty)
-            return Scores(score=empty, labels=np.empty(0, dtype=object), probabilities=empty)
+            return Scores(
+                score=empty,
+                labels=np.empty(0, dtype=object),
+                probabilities=np.empty((0, len(self.classes))),
+            )
         feed = self._feed(matrix)
         wanted = [o for o in (self._label_output, self._proba_output, self._value_output) if o]
         results = dict(zip(wanted, self._session.run(wanted, feed), strict=True))

@@ -19,7 +19,7 @@ import json
 import math
 import struct
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from fastavro import schemaless_reader, schemaless_writer
@@ -118,9 +118,12 @@ class ConfluentAvroSerde:
             return self._inner.decode(data[5:])
         try:
             writer = self._writer_schema_for(schema_id)
-            record = schemaless_reader(io.BytesIO(data[5:]), writer, self._inner._schema)
+            buf = io.BytesIO(data[5:])
+            record = schemaless_reader(buf, writer, self._inner._schema)
         except Exception as exc:  # unknown id, incompatible writer, bad bytes
             raise DecodeError(f"cannot read with writer schema id {schema_id}: {exc!r}") from exc
+        if buf.tell() != len(data) - 5:
+            raise DecodeError(f"{len(data) - 5 - buf.tell()} trailing bytes after the record")
         if not isinstance(record, dict):
             raise DecodeError(f"not a {self.schema_name} record")
         return record
@@ -135,9 +138,12 @@ def _to_millis(value: Any, field: str) -> int:
         return int(value)
     if isinstance(value, str):
         try:
-            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError as exc:
             raise DecodeError(f"{field} is not ISO-8601: {value!r}") from exc
+        if parsed.tzinfo is None:  # no zone given: UTC, never the machine's local time
+            parsed = parsed.replace(tzinfo=UTC)
+        return int(parsed.timestamp() * 1000)
     raise DecodeError(f"{field} must be epoch milliseconds or ISO-8601, got {type(value).__name__}")
 
 
@@ -176,7 +182,7 @@ class JsonSerde:
     def decode(self, data: bytes) -> Record:
         try:
             record = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UTF-8, >4300-digit ints
             raise DecodeError(f"not JSON: {exc}") from exc
         if not isinstance(record, dict):
             raise DecodeError(f"a {self.schema_name} must be a JSON object")

@@ -71,18 +71,18 @@ from itertools import pairwise
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
 from river import drift as river_drift
 
 from models.profile import ReferenceProfile
 from streams.errors import ConfigError
+from streams.settings import DriftSettings, FeatureThresholds
 
 Severity = Literal["none", "warning", "alert"]
 Status = Literal["open", "update", "closed", "retrain_requested"]
 Detector = Literal["psi", "adwin"]
 
 #: Floor of a bin fraction in :func:`psi`: below one event of a 10,000-event window.
-DEFAULT_EPSILON = 1e-4
+DEFAULT_EPSILON = DriftSettings().epsilon
 
 _SEVERITY_RANK: dict[str, int] = {"none": 0, "warning": 1, "alert": 2}
 
@@ -113,59 +113,6 @@ def psi(
     current = np.maximum(counts / total, epsilon)
     contributions = (current - reference) * np.log(current / reference)
     return float(contributions.sum()), contributions
-
-
-class FeatureThresholds(BaseModel):
-    """PSI thresholds of one feature (overrides the defaults of :class:`DriftSettings`)."""
-
-    warning: float = Field(gt=0)
-    alert: float = Field(gt=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> FeatureThresholds:
-        if self.alert < self.warning:
-            raise ValueError("alert threshold below the warning threshold")
-        return self
-
-
-class DriftSettings(BaseModel):
-    """How the processor (or evaluator) watches drift. One sub-config of the settings."""
-
-    enabled: bool = True
-    #: A window closes after this many events ...
-    window_events: int = Field(default=10_000, ge=1)
-    #: ... or at a tumbling event-time boundary (epoch-aligned), whichever comes first.
-    window_seconds: float | None = Field(default=None, gt=0)
-    #: A time boundary does not close a window holding fewer events (PSI would be noise).
-    min_window_events: int = Field(default=1_000, ge=1)
-    #: Default PSI thresholds; ``thresholds`` overrides them per feature name.
-    warning: float = Field(default=0.1, gt=0)
-    alert: float = Field(default=0.25, gt=0)
-    thresholds: dict[str, FeatureThresholds] = Field(default_factory=dict)
-    #: A PSI incident clears below ``clear_ratio * warning`` (hysteresis).
-    clear_ratio: float = Field(default=0.5, gt=0, le=1)
-    epsilon: float = Field(default=DEFAULT_EPSILON, gt=0, lt=1)
-    #: Bins per PSI record, largest contribution first (None = every bin).
-    top_bins: int | None = Field(default=None, ge=1)
-    adwin_delta: float = Field(default=0.002, gt=0, lt=1)
-    adwin_clock: int = Field(default=32, ge=1)
-    #: Consecutive clear windows that close an incident.
-    clear_windows: int = Field(default=3, ge=1)
-    #: Windows after a close during which the same target cannot open a new incident.
-    cooldown_windows: int = Field(default=5, ge=0)
-    #: Emit ``retrain_requested`` once alert-level drift lasts this many windows.
-    retrain_after_windows: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> DriftSettings:
-        if self.alert < self.warning:
-            raise ValueError("alert threshold below the warning threshold")
-        return self
-
-    def thresholds_for(self, feature: str) -> FeatureThresholds:
-        return self.thresholds.get(
-            feature, FeatureThresholds(warning=self.warning, alert=self.alert)
-        )
 
 
 # --------------------------------------------------------------------------- windows

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,11 +24,18 @@ from pydantic_settings import (
 Format = Literal["avro", "avro-confluent", "json"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 
+
+class Section(BaseModel):
+    """A settings section: a misspelt key is an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 EMBEDDED_KAFKA = "127.0.0.1:9092"
 EMBEDDED_REDIS = "redis://127.0.0.1:6379/0"
 
 
-class KafkaSettings(BaseModel):
+class KafkaSettings(Section):
     """Connection to the Kafka cluster; security fields go through to librdkafka."""
 
     bootstrap_servers: str = EMBEDDED_KAFKA
@@ -79,7 +86,7 @@ class KafkaSettings(BaseModel):
         return props
 
 
-class TopicSettings(BaseModel):
+class TopicSettings(Section):
     """Topic names by role. The role names are stable: logs, metrics and headers use them."""
 
     events: str = "sensor.events"
@@ -109,7 +116,7 @@ class TopicSettings(BaseModel):
         }
 
 
-class FormatSettings(BaseModel):
+class FormatSettings(Section):
     """Wire format per topic role."""
 
     events: Format = "avro"
@@ -121,7 +128,7 @@ class FormatSettings(BaseModel):
     evaluation: Format = "avro"
 
 
-class ProcessorSettings(BaseModel):
+class ProcessorSettings(Section):
     group_id: str = "streamscore-processor"
     max_batch: int = Field(default=1000, ge=1, le=100_000)
     max_wait_ms: int = Field(default=50, ge=0)
@@ -136,7 +143,7 @@ class ProcessorSettings(BaseModel):
     flush_timeout_s: float = 30.0
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(Section):
     #: ``files``: bundles in ``dir``; ``registry``: MLflow aliases champion/challenger,
     #: hot-swapped when an alias moves.
     source: Literal["files", "registry"] = "files"
@@ -154,7 +161,7 @@ class ModelSettings(BaseModel):
         return self.dir / self.challenger
 
 
-class RedisSettings(BaseModel):
+class RedisSettings(Section):
     url: str = EMBEDDED_REDIS
     #: None = embedded when ``url`` is the embedded default.
     embedded: bool | None = None
@@ -172,7 +179,7 @@ class RedisSettings(BaseModel):
         return int(hostport.rsplit(":", 1)[1]) if ":" in hostport else 6379
 
 
-class ShadowSettings(BaseModel):
+class ShadowSettings(Section):
     """How the challenger takes part: not at all, in the shadow, or serving a share (A/B)."""
 
     mode: Literal["off", "shadow", "ab"] = "shadow"
@@ -190,7 +197,7 @@ class ShadowSettings(BaseModel):
     psi_window: int = 10_000
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(Section):
     """The Redis prediction store that delayed labels are joined against."""
 
     enabled: bool = True
@@ -199,7 +206,7 @@ class StoreSettings(BaseModel):
     max_pending_batches: int = Field(default=32, ge=1)
 
 
-class RegistrySettings(BaseModel):
+class RegistrySettings(Section):
     """MLflow tracking and registry. Without a tracking URI: sqlite under ``home``."""
 
     tracking_uri: str | None = None
@@ -212,7 +219,61 @@ class RegistrySettings(BaseModel):
     probe_timeout_s: float = Field(default=2.0, gt=0)
 
 
-class MetricsSettings(BaseModel):
+class FeatureThresholds(Section):
+    """PSI thresholds of one feature (overrides the defaults of :class:`DriftSettings`)."""
+
+    warning: float = Field(gt=0)
+    alert: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FeatureThresholds:
+        if self.alert < self.warning:
+            raise ValueError("alert threshold below the warning threshold")
+        return self
+
+
+class DriftSettings(Section):
+    """How the processor (or evaluator) watches drift. One sub-config of the settings."""
+
+    enabled: bool = True
+    #: A window closes after this many events ...
+    window_events: int = Field(default=10_000, ge=1)
+    #: ... or at a tumbling event-time boundary (epoch-aligned), whichever comes first.
+    window_seconds: float | None = Field(default=None, gt=0)
+    #: A time boundary does not close a window holding fewer events (PSI would be noise).
+    min_window_events: int = Field(default=1_000, ge=1)
+    #: Default PSI thresholds; ``thresholds`` overrides them per feature name.
+    warning: float = Field(default=0.1, gt=0)
+    alert: float = Field(default=0.25, gt=0)
+    thresholds: dict[str, FeatureThresholds] = Field(default_factory=dict)
+    #: A PSI incident clears below ``clear_ratio * warning`` (hysteresis).
+    clear_ratio: float = Field(default=0.5, gt=0, le=1)
+    #: Floor of empty PSI bins (less than one event in a 10k-event window).
+    epsilon: float = Field(default=1e-4, gt=0, lt=1)
+    #: Bins per PSI record, largest contribution first (None = every bin).
+    top_bins: int | None = Field(default=None, ge=1)
+    adwin_delta: float = Field(default=0.002, gt=0, lt=1)
+    adwin_clock: int = Field(default=32, ge=1)
+    #: Consecutive clear windows that close an incident.
+    clear_windows: int = Field(default=3, ge=1)
+    #: Windows after a close during which the same target cannot open a new incident.
+    cooldown_windows: int = Field(default=5, ge=0)
+    #: Emit ``retrain_requested`` once alert-level drift lasts this many windows.
+    retrain_after_windows: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftSettings:
+        if self.alert < self.warning:
+            raise ValueError("alert threshold below the warning threshold")
+        return self
+
+    def thresholds_for(self, feature: str) -> FeatureThresholds:
+        return self.thresholds.get(
+            feature, FeatureThresholds(warning=self.warning, alert=self.alert)
+        )
+
+
+class MetricsSettings(Section):
     host: str = "127.0.0.1"
     port: int = 9108
     enabled: bool = True
@@ -237,6 +298,7 @@ class Settings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)

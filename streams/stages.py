@@ -66,14 +66,20 @@ def check_sizes(
     return ok, rejected
 
 
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+
+
 def _check_fields(record: Mapping[str, Any]) -> str | None:
     """Type check of the envelope for untyped formats (JSON); Avro guarantees it."""
     for name in ("event_id", "sensor_id"):
         value = record.get(name)
         if not isinstance(value, str) or not value:
             return f"{name} must be a non-empty string"
-    if not isinstance(record.get("event_time"), int) or isinstance(record["event_time"], bool):
+    event_time = record.get("event_time")
+    if not isinstance(event_time, int) or isinstance(event_time, bool):
         return "event_time must be epoch milliseconds or ISO-8601"
+    if not _LONG_MIN <= event_time <= _LONG_MAX:
+        return f"event_time {event_time} is outside the range of a 64-bit long"
     if not isinstance(record.get("features"), Mapping):
         return "features must be an object of feature name to number"
     return None
@@ -121,7 +127,10 @@ def _row_problem(
         if isinstance(v, bool) or not isinstance(v, int | float):
             return "NonNumericFeature", f"feature {n} is not a number: {v!r}"[:300]
     for j, n in enumerate(names):
-        v = float(features[n])
+        try:
+            v = float(features[n])
+        except OverflowError:
+            return "OutOfRange", f"feature {n} is too large for a 64-bit float"
         if not math.isfinite(v):
             return "NonFiniteValue", f"feature {n} is {v}"
         if not lo[j] <= v <= hi[j]:
@@ -163,7 +172,8 @@ def build_matrix(
             matrix = np.array([[getter(f)] for f in feats_list], dtype=np.float64)
         else:
             matrix = np.array([getter(f) for f in feats_list], dtype=np.float64)
-    except (KeyError, TypeError, ValueError):
+        matrix = matrix.reshape(len(feats_list), len(names))
+    except (KeyError, TypeError, ValueError, OverflowError):
         # Some row lacks a feature or has a non-number: find them one by one.
         good_rows = []
         good_pos = []
@@ -172,7 +182,7 @@ def build_matrix(
         ):
             try:
                 row = np.array(getter(f), dtype=np.float64).reshape(len(names))
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):
                 suspect.add(p)
                 continue
             good_rows.append(row)
