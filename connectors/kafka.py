@@ -301,3 +301,42 @@ class Admin:
                 future.result(timeout)
             except KafkaException as exc:
                 log.warning("could not delete topic %s: %s", name, exc)
+
+
+def read_topic_values(
+    kafka: KafkaSettings, topic: str, *, idle_s: float = 2.0, timeout_s: float = 60.0
+) -> list[bytes]:
+    """Every value of ``topic`` from the beginning, read without a consumer group.
+
+    Stops once nothing arrived for ``idle_s`` (or at ``timeout_s``). It does not
+    stop at the reported end offset, which the embedded broker understates.
+    """
+    consumer = _Consumer(
+        {
+            **kafka.client_properties(),
+            "group.id": "streamscore-reader",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        if topic not in metadata.topics or metadata.topics[topic].error is not None:
+            raise InfrastructureError(f"topic {topic} does not exist")
+        partitions = sorted(metadata.topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        values: list[bytes] = []
+        started = last = time.monotonic()
+        while time.monotonic() - last < idle_s and time.monotonic() - started < timeout_s:
+            batch = consumer.consume(1000, 0.2)
+            for m in batch:
+                value = m.value()
+                if m.error() is None and value is not None:
+                    values.append(value)
+            if batch:
+                last = time.monotonic()
+    except KafkaException as exc:
+        raise InfrastructureError(f"cannot read {topic}: {exc}") from exc
+    finally:
+        consumer.close()
+    return values

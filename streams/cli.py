@@ -330,6 +330,24 @@ def demo(
         print_json(summary)
 
 
+def _mount() -> None:
+    """Sub-commands that live in their own modules."""
+    from streams.cli_drift import app as drift_app
+    from streams.cli_drift import report as drift_report
+    from streams.cli_models import app as models_app
+    from streams.cli_ops import ops_app
+
+    app.add_typer(models_app, name="models")
+    app.add_typer(drift_app, name="drift")
+    app.add_typer(ops_app)
+    reports = typer.Typer(help="Reports a person can look at.", no_args_is_help=True)
+    reports.command("drift")(drift_report)
+    app.add_typer(reports, name="report")
+
+
+_mount()
+
+
 def main() -> None:
     app()
 

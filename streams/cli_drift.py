@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from streams.errors import DecodeError
+from streams.errors import DecodeError, StreamscoreError
 
 app = typer.Typer(
     help="Drift detection: measure its quality (bench) and render records as HTML (report).",
@@ -67,11 +67,28 @@ def load_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def records_from_topic() -> list[dict[str, Any]]:
+    """Every record of the drift topic, decoded in its configured format."""
+    from connectors.kafka import read_topic_values
+    from connectors.schema_registry import topic_serde
+    from streams.cli import settings as load_settings
+
+    settings = load_settings()
+    serde = topic_serde(settings, "drift")
+    return [serde.decode(v) for v in read_topic_values(settings.kafka, settings.topics.drift)]
+
+
 @app.command()
 def report(
     input_path: Annotated[
-        Path, typer.Option("--input", "-i", help="JSONL file of drift records.", exists=True)
-    ],
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="JSONL file of drift records (default: the drift topic).",
+            exists=True,
+        ),
+    ] = None,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Where to write the HTML page.")
     ] = Path("drift-report.html"),
@@ -81,8 +98,8 @@ def report(
     from streams.drift_report import render_drift_report
 
     try:
-        records = load_records(input_path)
-    except DecodeError as exc:
+        records = load_records(input_path) if input_path else records_from_topic()
+    except (DecodeError, StreamscoreError) as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from exc
     output.parent.mkdir(parents=True, exist_ok=True)

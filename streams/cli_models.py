@@ -33,6 +33,7 @@ from connectors.registry import (
     VersionInfo,
 )
 from streams.errors import ConfigError, StreamscoreError
+from streams.settings import Settings
 
 app = typer.Typer(
     help="Train, register, promote and roll back models (MLflow tracking and registry).",
@@ -41,7 +42,11 @@ app = typer.Typer(
 console = Console()
 
 Home = Annotated[
-    Path, typer.Option(help="Embedded home: sqlite registry, artifacts and the model cache.")
+    Path | None,
+    typer.Option(
+        help="Embedded home: sqlite registry, artifacts and the model cache "
+        "(default: the settings' home, .streamscore)."
+    ),
 ]
 TrackingUri = Annotated[
     str | None,
@@ -56,21 +61,51 @@ Actor = Annotated[
     str | None, typer.Option(help="Who acts, for the audit trail; default: user@host.")
 ]
 
-HOME_DEFAULT = Path(".streamscore")
+HOME_DEFAULT: Path | None = None
 
 
 # -- the work, one plain function per action --------------------------------------------------
 
 
 def open_registry(
-    home: Path,
+    home: Path | None,
     tracking_uri: str | None = None,
     registry_uri: str | None = None,
     experiment: str = DEFAULT_EXPERIMENT,
 ) -> ModelRegistry:
+    """The registry named by the flags, else by the settings (streamscore.toml, STREAMSCORE_*)."""
+    settings = _settings()
+    r = settings.registry
     return ModelRegistry.open(
-        home, tracking_uri=tracking_uri, registry_uri=registry_uri, experiment=experiment
+        home or settings.home,
+        tracking_uri=tracking_uri or r.tracking_uri,
+        registry_uri=registry_uri or r.registry_uri,
+        experiment=experiment,
+        cache_dir=r.cache_dir,
     )
+
+
+def _settings() -> Settings:
+    from streams.cli import settings
+
+    return settings()
+
+
+def publish_audit(events: Sequence[LifecycleEvent]) -> str | None:
+    """Put the lifecycle events on the audit topic; returns why not, if it could not."""
+    from connectors.kafka import Admin, Producer
+    from connectors.schema_registry import topic_serde
+
+    settings = _settings()
+    if not Admin(settings.kafka).reachable(timeout=3.0):
+        return f"Kafka at {settings.kafka.bootstrap_servers} is unreachable"
+    serde = topic_serde(settings, "audit")
+    producer = Producer(settings.kafka, client_id=f"streamscore-cli-{socket.gethostname()}")
+    for event in events:
+        record = event.audit_record()
+        producer.produce(settings.topics.audit, serde.encode(record), event.model_name.encode())
+    producer.flush(15.0)
+    return None
 
 
 def train_models(registry: ModelRegistry, name: str, actor: str) -> list[LifecycleEvent]:
@@ -178,6 +213,13 @@ def report_events(events: Sequence[LifecycleEvent]) -> None:
             e.action, e.model_name, e.model_version, details, e.actor, _when(e.occurred_at)
         )
     console.print(table)
+    if not events:
+        return
+    problem = publish_audit(events)
+    if problem is None:
+        console.print(f"audit: {len(events)} event(s) published to the audit topic")
+    else:
+        console.print(f"[yellow]warning:[/yellow] audit events not published: {problem}")
 
 
 # -- commands ---------------------------------------------------------------------------------
