@@ -65,9 +65,7 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
 
 
 @pytest.fixture
-def make_settings(
-    stack_settings: Settings, models_dir: Path
-) -> Callable[..., Settings]:
+def make_settings(stack_settings: Settings, models_dir: Path) -> Callable[..., Settings]:
     """Fresh topics and group per call, on the session's broker and Redis."""
 
     def make(**overrides: object) -> Settings:

@@ -16,12 +16,11 @@ import pytest
 from confluent_kafka import Producer as PlainProducer
 
 from connectors.source import SourceOptions
-from models.runtime import OnnxModel
 from models.bundle import load_bundle
 from models.datasets import shuttle
+from models.runtime import OnnxModel
 from schemas.serde import AvroSerde
 from streams.runner import ensure_topics, run_processor, run_source
-from streams.settings import Settings
 from tests.integration.kafka_io import read_topic
 
 pytestmark = pytest.mark.integration
@@ -155,10 +154,8 @@ def test_streamed_predictions_equal_offline_onnxruntime(make_settings) -> None:
     options = SourceOptions(count=2000, seed=21, run_id="parity")
     run_source(settings, options, keep_ids=True)
     run_processor(settings, exit_when_idle=2)
-    streamed = {
-        r["event_id"]: r
-        for r in (PREDICTION.decode(x.value) for x in read_topic(settings, settings.topics.predictions, 2000))
-    }
+    records = read_topic(settings, settings.topics.predictions, 2000)
+    streamed = {r["event_id"]: r for r in (PREDICTION.decode(x.value) for x in records)}
     assert len(streamed) == 2000
 
     onnx_bytes, meta = load_bundle(settings.models.champion_path)
