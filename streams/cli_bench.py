@@ -1,0 +1,111 @@
+"""``streamscore bench``: throughput, latency and memory next to the pass-through limit.
+
+A plain Typer command function; the main CLI mounts it with
+``app.command("bench")(cli_bench.bench)``. Settings come from ``ctx.obj`` when the main
+CLI put a :class:`Settings` there, else from the main CLI's settings loader (which honours
+``--config``), else from :func:`streams.settings.load_settings`. Point it at a broker with
+the usual settings (``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS`` ...); an embedded broker that
+is not running is started.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from streams.errors import StreamscoreError
+from streams.settings import Settings, load_settings
+
+console = Console(stderr=True)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    if isinstance(ctx.obj, Settings):
+        return ctx.obj
+    main = sys.modules.get("streams.cli")
+    loader = getattr(main, "settings", None)
+    if callable(loader):
+        loaded = loader()
+        if isinstance(loaded, Settings):
+            return loaded
+    return load_settings()
+
+
+def _command() -> str:
+    return shlex.join(["streamscore", *sys.argv[1:]])
+
+
+def bench(
+    ctx: typer.Context,
+    events: Annotated[
+        int, typer.Option(help="Events preloaded and run through each throughput phase.")
+    ] = 200_000,
+    rate_fraction: Annotated[
+        float,
+        typer.Option(help="Offered rate of the latency phase, as a share of the pipeline's max."),
+    ] = 0.5,
+    rate: Annotated[
+        float | None,
+        typer.Option(help="Offered rate of the latency phase in events/s (overrides the share)."),
+    ] = None,
+    latency_events: Annotated[
+        int, typer.Option(help="Events per latency run (0 = no latency phase).")
+    ] = 50_000,
+    soak: Annotated[
+        int | None,
+        typer.Option(help="Soak: stream this many events and report resident memory."),
+    ] = None,
+    stages: Annotated[
+        bool,
+        typer.Option("--stages/--no-stages", help="Stage profile: switch stages off in turn."),
+    ] = True,
+    repeats: Annotated[
+        int, typer.Option(help="Throughput runs of each loop; the best of each is reported.")
+    ] = 1,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the full result as JSON here.")
+    ] = None,
+    markdown_path: Annotated[
+        Path | None, typer.Option("--markdown", help="Write a README snippet (markdown) here.")
+    ] = None,
+    keep_topics: Annotated[
+        bool, typer.Option(help="Leave the bench's topics on the broker.")
+    ] = False,
+) -> None:
+    """Throughput, latency and memory of the scoring loop, next to the pass-through limit."""
+    from streams.bench import format_report, markdown, run_bench
+
+    settings = _settings(ctx)
+    try:
+        result = run_bench(
+            settings,
+            events=events,
+            rate_fraction=rate_fraction,
+            rate=rate,
+            latency_events=latency_events,
+            soak=soak,
+            stages=stages,
+            repeats=repeats,
+            keep_topics=keep_topics,
+            command=_command(),
+            progress=lambda message: console.print(f"[dim]{message}[/]"),
+        )
+    except (StreamscoreError, ValueError) as exc:
+        console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
+        raise typer.Exit(1) from exc
+    sys.stdout.write(format_report(result))
+    sys.stdout.flush()
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+        console.print(f"wrote {json_path}")
+    if markdown_path is not None:
+        markdown_path.parent.mkdir(parents=True, exist_ok=True)
+        markdown_path.write_text(markdown(result), encoding="utf-8")
+        console.print(f"wrote {markdown_path}")

@@ -1,0 +1,102 @@
+"""The benchmark harness on a tiny stream: it runs, reports every number, accounts for records.
+
+Speeds are never asserted: the machine is shared and the point is the harness.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from streams.bench import format_report, histogram_percentiles, markdown, run_bench
+from streams.settings import Settings
+from tests.integration.kafka_io import read_topic
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 3000
+LATENCY_EVENTS = 1200
+SOAK = 5000
+
+
+def test_histogram_percentiles_interpolate_within_buckets() -> None:
+    edges = (0.001, 0.002, 0.004)
+    # 10 values in (0, 1 ms], 10 in (1, 2 ms], none above: like histogram_quantile.
+    counts = np.array([10, 10, 0, 0])
+    q = histogram_percentiles(counts, edges)
+    assert q["count"] == 20
+    assert q["p50"] == pytest.approx(1.0)
+    assert q["p95"] == pytest.approx(1.9)
+    assert q["max"] == pytest.approx(2.0)
+    overflow = histogram_percentiles(np.array([0, 0, 0, 5]), edges)
+    assert overflow["p99"] == pytest.approx(4.0) and overflow["max"] == pytest.approx(4.0)
+
+
+def test_bench_on_a_tiny_stream(make_settings: Callable[..., Settings]) -> None:
+    # A shorter session timeout makes each of the bench's consumer groups join in ~2 s, not 3.
+    settings = make_settings(kafka={"session_timeout_ms": 3000})
+    result = run_bench(
+        settings,
+        events=EVENTS,
+        latency_events=LATENCY_EVENTS,
+        soak=SOAK,
+        stages=True,
+        keep_topics=True,
+        command="pytest",
+    )
+
+    t = result["throughput"]
+    pipeline, limit = t["pipeline"], t["pass_through"]
+    # The pipeline makes a prediction and an audit record of every valid event (and a
+    # shadow record when a challenger is loaded); the pass-through mirrors that fan-out.
+    assert t["fan_out"]["predictions"] == 1 and t["fan_out"]["audit"] == 1
+    assert pipeline["events"] == EVENTS and limit["events"] == EVENTS
+    for role, copies in t["fan_out"].items():
+        assert pipeline["outputs"][role] == EVENTS * copies
+        assert limit["outputs"][role] == EVENTS * copies
+    # What the loops say they produced is on the broker.
+    for loop in (pipeline, limit):
+        for role in ("predictions", "audit"):
+            records = read_topic(settings, loop["topics"][role], EVENTS, settle=0.5)
+            assert len(records) == EVENTS, (loop["topics"][role], len(records))
+    for loop in (pipeline, limit):
+        assert loop["eps"] > 0 and loop["us_per_event"] > 0 and loop["join_s"] > 0
+        assert all(v >= 0 for v in loop["stage_us_per_event"].values())
+    assert t["ratio"] > 0
+    for stage in ("decode", "validate", "score", "encode", "produce", "commit"):
+        assert pipeline["stage_us_per_event"][stage] > 0, stage
+
+    variants = {row["variant"]: row for row in result["stages"]["variants"]}
+    assert {"full", "decode off", "score off", "encode off", "decode+score+encode off"} <= set(
+        variants
+    )
+    assert all(row["eps"] > 0 for row in variants.values())
+
+    latency = result["latency"]
+    assert latency["offered_eps"] == pytest.approx(0.5 * pipeline["eps"], rel=0.01)
+    for kind in ("pass-through", "pipeline"):
+        loop = latency["loops"][kind]
+        assert loop["events"] == LATENCY_EVENTS
+        assert loop["predictions_observed"] == LATENCY_EVENTS
+        for measure in ("processor_added_ms", "in_loop_ms", "end_to_end_ms"):
+            q = loop[measure]
+            assert q["count"] > 0
+            assert 0 < q["p50"] <= q["p95"] <= q["p99"] <= q["max"], (kind, measure, q)
+        # A prediction is seen by the observer after the processor produced it.
+        assert loop["end_to_end_ms"]["p50"] >= loop["processor_added_ms"]["p50"] - 1.0
+
+    soak = result["soak"]
+    assert soak["events"] == SOAK
+    assert soak["rss_start_mb"] > 0 and soak["rss_end_mb"] > 0 and soak["samples"]
+
+    assert result["machine"]["cores"] >= 1 and result["machine"]["cpu_model"]
+    assert result["versions"]["librdkafka"] and result["broker"]["kind"] in ("embedded", "external")
+    assert set(result["targets"]) and len(result["targets"]) == 3
+    json.dumps(result)
+    report = format_report(result)
+    assert "pass-through limit" in report and "full pipeline" in report and "Soak" in report
+    snippet = markdown(result)
+    assert snippet.startswith("Measured with `pytest`") and "| full pipeline |" in snippet
