@@ -38,12 +38,35 @@ __all__ = [
 ]
 
 
+class _DeliveryLatch:
+    """Keeps the first delivery error. Separate from :class:`Producer` so the
+    librdkafka handle does not reference its own wrapper (a cycle would keep
+    the handle, and its threads, alive after the wrapper is gone)."""
+
+    def __init__(self) -> None:
+        self.error: KafkaError | None = None
+        self.failed = 0
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.failed += 1
+            if self.error is None:
+                self.error = err
+                log.error("delivery to %s failed: %s", msg.topic(), err)
+
+    def take(self) -> tuple[KafkaError | None, int]:
+        err, failed = self.error, self.failed
+        self.error, self.failed = None, 0
+        return err, failed
+
+
 class Producer:
     """Idempotent producer whose delivery errors surface at :meth:`flush`."""
 
     def __init__(
         self, kafka: KafkaSettings, *, client_id: str, linger_ms: int = 5, **extra: Any
     ) -> None:
+        self._latch = _DeliveryLatch()
         config = {
             **kafka.client_properties(),
             "client.id": client_id,
@@ -53,19 +76,10 @@ class Producer:
             "batch.num.messages": 10_000,
             "queue.buffering.max.messages": 500_000,
             "delivery.report.only.error": True,
-            "on_delivery": self._on_delivery,
+            "on_delivery": self._latch,
             **extra,
         }
         self._producer = _Producer(config)
-        self._error: KafkaError | None = None
-        self._failed = 0
-
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._failed += 1
-            if self._error is None:
-                self._error = err
-                log.error("delivery to %s failed: %s", msg.topic(), err)
 
     def produce(
         self,
@@ -100,9 +114,8 @@ class Producer:
     def flush(self, timeout: float = 30.0) -> None:
         """Wait for every queued record's acknowledgement; raise if any failed."""
         remaining = self._producer.flush(timeout)
-        if self._error is not None:
-            err, failed = self._error, self._failed
-            self._error, self._failed = None, 0
+        err, failed = self._latch.take()
+        if err is not None:
             raise DeliveryFailed(f"{failed} output record(s) not delivered: {err}")
         if remaining:
             raise DeliveryFailed(f"{remaining} output record(s) unacknowledged after {timeout}s")

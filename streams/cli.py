@@ -315,7 +315,7 @@ def produce(
 @app.command()
 def demo(
     events: Annotated[int, typer.Option(help="How many events to stream.")] = 60_000,
-    rate: Annotated[float, typer.Option(help="Producer rate, events/s (0 = max).")] = 0.0,
+    rate: Annotated[float, typer.Option(help="Producer rate, events/s (0 = max).")] = 10_000.0,
     invalid_fraction: Annotated[float, typer.Option(help="Share of invalid events.")] = 0.02,
     as_json: JsonFlag = False,
 ) -> None:

@@ -76,7 +76,7 @@ def run_demo(
     settings: Settings,
     *,
     events: int = 60_000,
-    rate: float = 0.0,
+    rate: float = 10_000.0,
     invalid_fraction: float = 0.02,
     shift_feature: str = "f1",
     idle_seconds: float = 4.0,
@@ -175,8 +175,12 @@ def run_demo(
         "processor_busy_s": summary["busy_s"],
         "lag_at_end": _final_lag(settings),
         "model": summary["model"],
+        "shadow": summary.get("shadow"),
+        "drift": summary.get("drift"),
+        "prediction_store": summary.get("prediction_store"),
         "elapsed_s": round(time.monotonic() - started, 1),
     }
+    console.print()
     console.print(_summary_panel(result))
     return result
 
@@ -196,9 +200,28 @@ def _summary_panel(result: dict[str, Any]) -> Panel:
     table.add_row("dead letters", f"{result['dead_letters']:,}")
     for reason, count in sorted(result["dead_letters_by_reason"].items()):
         table.add_row(f"  {reason}", f"{count:,}")
-    table.add_row("throughput", f"{result['throughput_eps']:,.0f} events/s")
+    table.add_row("throughput", f"{result['throughput_eps']:,.0f} events/s (paced by the producer)")
+    if result["processor_busy_s"]:
+        capacity = result["events_in"] / result["processor_busy_s"]
+        table.add_row("capacity", f"{capacity:,.0f} events/s (events / processor busy time)")
     table.add_row("lag at end", f"{result['lag_at_end']:,}")
     model = result["model"]
     table.add_row("champion", f"{model['name']} v{model['version']}")
+    shadow = result.get("shadow")
+    if shadow:
+        agreement = shadow["agreement"]
+        table.add_row(
+            "challenger (shadow)",
+            f"{shadow['challenger']}: {shadow['compared']:,} compared, "
+            + (f"{agreement:.2%} agree" if agreement is not None else "no comparisons"),
+        )
+    drift = result.get("drift")
+    if drift and drift.get("windows"):
+        incidents = ", ".join(f"{d}:{t}" for d, t in drift["open_incidents"]) or "none"
+        table.add_row(
+            "drift",
+            f"{drift['windows']} windows; max PSI {drift['max_psi']} on "
+            f"{drift['max_psi_feature']}; open incidents: {incidents}",
+        )
     table.add_row("elapsed", f"{result['elapsed_s']} s")
     return Panel(table, title="summary", expand=False)

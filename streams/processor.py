@@ -58,6 +58,8 @@ class RunSummary:
     model_name: str = ""
     model_version: str = ""
     exit_reason: str = ""
+    #: What the side paths report about themselves (shadow, drift, prediction store).
+    side_paths: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def throughput(self) -> float:
@@ -81,6 +83,7 @@ class RunSummary:
             "stage_seconds": {k: round(v, 4) for k, v in self.stage_seconds.items()},
             "model": {"name": self.model_name, "version": self.model_version},
             "exit_reason": self.exit_reason,
+            **self.side_paths,
         }
 
 
@@ -291,6 +294,10 @@ class Processor:
             if clean:
                 self._commit()
             self.consumer.close()
+            for side_path in self.side_paths:
+                report = getattr(side_path, "report", None)
+                if callable(report):
+                    self.summary.side_paths.update(report())
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             self.summary.elapsed_s = time.monotonic() - started

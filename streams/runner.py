@@ -160,6 +160,21 @@ class DriftPath:
         for feature, value in monitor.latest_psi.items():
             metrics.drift_psi.labels(feature=feature).set(value)
 
+    def report(self) -> dict[str, dict[str, Any]]:
+        m = self.monitor
+        if m is None:
+            return {"drift": {"windows": 0}}
+        worst = max(m.latest_psi.items(), key=lambda kv: kv[1], default=(None, 0.0))
+        return {
+            "drift": {
+                "windows": m.windows_closed,
+                "records": {f"{d}/{s}": n for (d, s), n in sorted(m.emitted.items())},
+                "open_incidents": m.open_incidents,
+                "max_psi_feature": worst[0],
+                "max_psi": round(worst[1], 4),
+            }
+        }
+
 
 def _shadow_scorer(
     settings: Settings,

@@ -310,6 +310,19 @@ class ShadowScorer:
         if self.worker is not None:
             self.worker.close()
 
+    def report(self) -> dict[str, dict[str, Any]]:
+        w = self.worker
+        return {
+            "shadow": {
+                "challenger": f"{self.challenger.name} v{self.challenger.version}",
+                "compared": self.compared,
+                "agreement": round(self.agreed / self.compared, 6) if self.compared else None,
+                "score_psi": self.last_psi,
+                "dropped_batches": w.dropped if w else 0,
+                "errors": w.errors if w else 0,
+            }
+        }
+
 
 def _take(scores: Scores, rows: list[int]) -> Scores:
     return Scores(
@@ -357,3 +370,7 @@ class StoreWriter:
 
     def close(self) -> None:
         self.worker.close()
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        w = self.worker
+        return {"prediction_store": {"batches_written": w.processed, "gap_events": self.gap_events}}
