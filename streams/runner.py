@@ -22,7 +22,7 @@ from models.serving import ServingModel
 from streams.drift import DriftMonitor
 from streams.errors import ConfigError, InfrastructureError, ModelError
 from streams.lifecycle import ModelWatcher, check_features, model_source
-from streams.metrics import Health, Metrics, serve
+from streams.metrics import Health, LagRefresher, Metrics, serve
 from streams.pipeline import BatchOutput, RawBatch
 from streams.processor import Processor, client_id
 from streams.settings import Settings
@@ -103,6 +103,9 @@ def build_processor(
     if settings.drift.enabled:
         processor.side_paths.insert(0, DriftPath(settings, processor))
 
+    if settings.metrics.enabled:
+        processor.closables.append(_lag_refresher(settings, metrics).start())
+
     watcher = ModelWatcher(
         source,
         stream_features=list(champion.feature_names),
@@ -174,6 +177,18 @@ class DriftPath:
                 "max_psi": round(worst[1], 4),
             }
         }
+
+
+def _lag_refresher(settings: Settings, metrics: Metrics) -> LagRefresher:
+    """Lag of the processor's group on the input topic, looked up from outside the loop."""
+    from connectors.lag import group_lag
+
+    kafka, group, topic = settings.kafka, settings.processor.group_id, settings.topics.events
+
+    def lookup() -> list[tuple[str, int, int]]:
+        return [(p.topic, p.partition, p.lag) for p in group_lag(kafka, group, [topic], timeout=5)]
+
+    return LagRefresher(lookup, metrics, interval_s=settings.metrics.lag_interval_s)
 
 
 def _shadow_scorer(

@@ -277,6 +277,8 @@ class MetricsSettings(Section):
     host: str = "127.0.0.1"
     port: int = 9108
     enabled: bool = True
+    #: How often the consumer-lag gauge is refreshed (on its own thread).
+    lag_interval_s: float = Field(default=5.0, gt=0)
 
 
 class Settings(BaseSettings):
