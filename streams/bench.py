@@ -100,6 +100,8 @@ LATENCY_WARMUP = 0.05
 SOAK_WARMUP = 0.02
 #: Seconds a loop may sit without input (after its group join) before it gives up.
 IDLE_LIMIT_S = 30.0
+#: Distinct sensor rows the paced source cycles through (ids and times are set per send).
+PACED_POOL = 20_000
 #: Distinct records behind the canned stages of the stage profile.
 CANNED_POOL = 4096
 PRODUCED_METRIC = "streamscore_records_produced_total"
@@ -188,6 +190,47 @@ def peak_rss_bytes() -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+class CpuMeter:
+    """CPU seconds used by this process (all its threads) and by the embedded broker.
+
+    CPU time per event is far less disturbed by other work on a shared machine than
+    wall time, so the stage profile is read from it as well as from events/s.
+    """
+
+    def __init__(self, broker_pid: int | None) -> None:
+        self.broker_pid = broker_pid
+        self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._start = (time.process_time(), self._broker())
+        self.process_s = 0.0
+        self.broker_s: float | None = None
+
+    def _broker(self) -> float | None:
+        if self.broker_pid is None:
+            return None
+        try:
+            with open(f"/proc/{self.broker_pid}/stat", encoding="utf-8") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / self._ticks  # utime + stime
+
+    def stop(self) -> CpuMeter:
+        process, broker = self._start
+        self.process_s = time.process_time() - process
+        now = self._broker()
+        self.broker_s = None if broker is None or now is None else now - broker
+        return self
+
+
+def broker_pid(settings: Settings) -> int | None:
+    """Pid of the embedded broker, to read its CPU time; None for an external one."""
+    if not settings.kafka.is_embedded:
+        return None
+    from connectors.embedded import EmbeddedStack
+
+    return EmbeddedStack(settings).kafka.recorded_pid()
 
 
 # -- statistics ------------------------------------------------------------------------------
@@ -310,6 +353,14 @@ class LoopRun:
     exit_reason: str = ""
     #: Output topic per role (the ones records went to).
     topics: dict[str, str] = field(default_factory=dict)
+    #: CPU seconds of this process (every thread) and of the embedded broker during the run.
+    cpu_s: float = 0.0
+    broker_cpu_s: float | None = None
+
+    def per_event_us(self, seconds: float | None) -> float | None:
+        return (
+            round(seconds * 1e6 / self.events, 3) if seconds is not None and self.events else None
+        )
 
     @property
     def seconds(self) -> float:
@@ -339,6 +390,8 @@ class LoopRun:
             "seconds": round(self.seconds, 4),
             "eps": round(self.eps, 1),
             "us_per_event": round(1e6 / self.eps, 3) if self.eps else None,
+            "cpu_us_per_event": self.per_event_us(self.cpu_s),
+            "broker_cpu_us_per_event": self.per_event_us(self.broker_cpu_s),
             "join_s": round(self.first_at - self.started_at, 3) if self.first_at else None,
             "commits": self.commits,
             "outputs": dict(self.outputs),
@@ -376,7 +429,9 @@ def run_pipeline(
     if on_build is not None:
         on_build(processor)
     started = time.time()
+    cpu = CpuMeter(broker_pid(settings))
     summary = processor.run(exit_when_idle=IDLE_LIMIT_S, max_events=events)
+    cpu.stop()
     counts, _ = processor.metrics.processing_latency.snapshot()
     run = LoopRun(
         name=name,
@@ -392,6 +447,8 @@ def run_pipeline(
         stage_seconds=dict(summary.stage_seconds),
         in_loop_counts=counts,
         exit_reason=summary.exit_reason,
+        cpu_s=cpu.process_s,
+        broker_cpu_s=cpu.broker_s,
     )
     del processor
     gc.collect()  # the clients' callbacks make cycles: free them (and their threads) now
@@ -514,7 +571,10 @@ def run_pass_through(
     loop = PassThrough(settings, champion, fan_out)
     if on_build is not None:
         on_build(loop)
+    cpu = CpuMeter(broker_pid(settings))
     run = loop.run(max_events=events)
+    cpu.stop()
+    run.cpu_s, run.broker_cpu_s = cpu.process_s, cpu.broker_s
     del loop
     gc.collect()
     _check_complete(run, events)
@@ -784,20 +844,56 @@ def fan_out_of(run: LoopRun) -> tuple[dict[str, int], dict[str, float]]:
 def _paced_source(
     settings: Settings, count: int, rate: float, run_id: str, go: MpEvent, out: MpQueue[Any]
 ) -> None:
-    """Child process: wait for ``go``, then send ``count`` events at ``rate`` per second."""
+    """Child process: wait for ``go``, then send ``count`` events at ``rate`` per second.
+
+    Every millisecond or so it sends the events that are due, each stamped with the send
+    time as its ``event_time``. Events are built before ``go`` from a pool of real sensor
+    rows (only the id and the time are set at send time), so the source costs little CPU
+    on a machine it shares with the loop under test.
+    """
     from connectors.kafka import Producer
-    from connectors.source import SourceOptions, produce_events
+    from connectors.source import SourceOptions
     from streams.processor import client_id
     from streams.runner import event_factory
 
-    options = SourceOptions(count=count, rate=rate, run_id=run_id)
-    factory = event_factory(settings, options, None)
+    factory = event_factory(settings, SourceOptions(count=count, run_id=run_id), None)
+    pool = [factory.event(n, 0) for n in range(min(count, PACED_POOL))]
+    keys = [r["sensor_id"].encode() for r in pool]
+    serde, topic = factory.serde, settings.topics.events
     # linger 0: the source sends as soon as it stamps, so CreateTime = event_time.
     producer = Producer(settings.kafka, client_id=client_id("bench-paced"), linger_ms=0)
     if not go.wait(180):
         out.put({"error": "the loop under test never got its partitions"})
         return
-    out.put(produce_events(producer, settings.topics.events, factory).as_dict())
+    sent, behind_s = 0, 0.0
+    started = time.monotonic()
+    while sent < count:
+        elapsed = time.monotonic() - started
+        due = min(count, int(elapsed * rate) + 1, sent + len(pool))
+        if due <= sent:
+            time.sleep(max(sent / rate - elapsed, 0.0))
+            continue
+        behind_s = max(behind_s, elapsed - sent / rate)
+        now_ms = int(time.time() * 1000)
+        chunk = [pool[n % len(pool)] for n in range(sent, due)]
+        for n, record in enumerate(chunk, start=sent):
+            record["event_id"] = f"{run_id}-{n}"
+            record["event_time"] = now_ms
+        producer.produce_many(
+            topic, serde.encode_many(chunk), [keys[n % len(pool)] for n in range(sent, due)]
+        )
+        sent = due
+    producer.flush()
+    elapsed = time.monotonic() - started
+    out.put(
+        {
+            "cpu_s": round(time.process_time(), 3),
+            "produced": sent,
+            "elapsed_s": round(elapsed, 3),
+            "rate_eps": round(sent / elapsed, 1) if elapsed > 0 else None,
+            "max_behind_ms": round(behind_s * 1000, 1),
+        }
+    )
 
 
 def _observe(
@@ -838,7 +934,14 @@ def _observe(
         consumer.close()
     serde = topic_serde(settings, role)
     event_ms = [int(serde.decode(v)["event_time"]) for v in values]
-    out.put({"event_ms": event_ms, "created_ms": created, "received_s": received})
+    out.put(
+        {
+            "event_ms": event_ms,
+            "created_ms": created,
+            "received_s": received,
+            "cpu_s": round(time.process_time(), 3),
+        }
+    )
 
 
 def _soak_processor(settings: Settings, events: int, interval_s: float, out: MpQueue[Any]) -> None:
@@ -876,8 +979,13 @@ def _soak_processor(settings: Settings, events: int, interval_s: float, out: MpQ
 
 
 def _spawn(target: Callable[..., None], *args: Any) -> SpawnProcess:
-    ctx = multiprocessing.get_context("spawn")  # never fork a process holding librdkafka threads
-    process = ctx.Process(target=target, args=args, daemon=True)
+    """Start ``target`` in a fresh interpreter (never fork a process running librdkafka).
+
+    As with any spawn, a script calling :func:`run_bench` needs the
+    ``if __name__ == "__main__":`` guard.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    process = ctx.Process(target=target, args=args, daemon=True, name=target.__name__.strip("_"))
     process.start()
     return process
 
@@ -906,18 +1014,36 @@ def _result(q: MpQueue[Any], process: SpawnProcess, timeout_s: float, what: str)
 
 
 class _Gate(threading.Thread):
-    """Sets ``go`` once the loop under test has its partitions and the observer its own."""
+    """Sets ``go`` once the loop under test has its partitions and the observer its own.
 
-    def __init__(self, assigned: Callable[[], bool], ready: MpEvent, go: MpEvent) -> None:
+    It then keeps watching the helper processes: if one fails, the loop is stopped rather
+    than left waiting for records that will never come.
+    """
+
+    def __init__(
+        self,
+        assigned: Callable[[], bool],
+        stop_loop: Callable[[], None],
+        ready: MpEvent,
+        go: MpEvent,
+        helpers: Sequence[SpawnProcess],
+    ) -> None:
         super().__init__(name="bench-gate", daemon=True)
-        self._assigned, self._ready, self._go = assigned, ready, go
+        self._assigned, self._stop_loop = assigned, stop_loop
+        self._ready, self._go, self._helpers = ready, go, helpers
         self._stop_event = threading.Event()
+        self.failed: list[str] = []
 
     def run(self) -> None:
-        while not self._stop_event.wait(0.005):
-            if self._assigned() and self._ready.is_set():
-                self._go.set()
+        while not self._stop_event.wait(0.005 if not self._go.is_set() else 0.05):
+            for helper in self._helpers:
+                if helper.exitcode not in (None, 0):
+                    self.failed.append(f"{helper.name} exited with code {helper.exitcode}")
+            if self.failed:
+                self._stop_loop()
                 return
+            if not self._go.is_set() and self._assigned() and self._ready.is_set():
+                self._go.set()
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -929,14 +1055,15 @@ def _latency_loop(
     champion: ServingModel,
     fan_out: dict[str, int],
     count: int,
-    ready: MpEvent,
-    go: MpEvent,
+    sync: tuple[MpEvent, MpEvent],
+    helpers: Sequence[SpawnProcess],
 ) -> LoopRun:
     """Run the loop under test; a gate thread lets the source start once it is assigned."""
+    ready, go = sync
     gates: list[_Gate] = []
 
-    def gate(assigned: Callable[[], bool]) -> None:
-        gates.append(_Gate(assigned, ready, go))
+    def gate(assigned: Callable[[], bool], stop_loop: Callable[[], None]) -> None:
+        gates.append(_Gate(assigned, stop_loop, ready, go, helpers))
         gates[-1].start()
 
     try:
@@ -945,15 +1072,22 @@ def _latency_loop(
                 settings,
                 events=count,
                 name="latency pipeline",
-                on_build=lambda p: gate(lambda: p.health.partitions_assigned > 0),
+                on_build=lambda p: gate(
+                    lambda: p.health.partitions_assigned > 0, lambda: p.stop("helper failed")
+                ),
             )
         return run_pass_through(
             settings,
             champion,
             fan_out,
             events=count,
-            on_build=lambda loop: gate(lambda: loop.assigned),
+            on_build=lambda loop: gate(lambda: loop.assigned, loop.stop),
         )
+    except BenchError as exc:
+        failed = [f for g in gates for f in g.failed]
+        if failed:
+            raise BenchError(f"{kind} latency run: {'; '.join(failed)}") from exc
+        raise
     finally:
         for g in gates:
             g.stop()
@@ -981,7 +1115,9 @@ def latency_run(
     observer = _spawn(_observe, settings, role, expected, budget, ready, observed)
     source = _spawn(_paced_source, settings, count, rate, f"{run_id}-lat", go, sourced)
     try:
-        run = _latency_loop(kind, settings, champion, fan_out, count, ready, go)
+        run = _latency_loop(
+            kind, settings, champion, fan_out, count, (ready, go), (observer, source)
+        )
         source_report = _result(sourced, source, budget, "paced source")
         data = _result(observed, observer, budget, "observer")
     finally:
@@ -999,6 +1135,7 @@ def latency_run(
     return {
         "offered_eps": round(rate, 1),
         "sent_eps": source_report.get("rate_eps"),
+        "source_max_behind_ms": source_report.get("max_behind_ms"),
         "events": run.events,
         "predictions_observed": int(event_ms.size),
         "warmup_excluded": int(len(order) - len(keep)),
@@ -1007,6 +1144,11 @@ def latency_run(
         "end_to_end_ms": percentiles(received_ms[keep] - event_ms[keep]),
         "batches": run.batches,
         "mean_batch": round(run.events / run.batches, 1) if run.batches else 0.0,
+        "loop_busy_share": round(run.busy_s / run.seconds, 3) if run.seconds else None,
+        "loop_cpu_us_per_event": run.per_event_us(run.cpu_s),
+        "broker_cpu_us_per_event": run.per_event_us(run.broker_cpu_s),
+        "source_cpu_s": source_report.get("cpu_s"),
+        "observer_cpu_s": data.get("cpu_s"),
     }
 
 
@@ -1137,7 +1279,7 @@ def throughput_phase(
     }
     if stages:
         result["stages"] = stage_profile(
-            topics, input_topic, events, holder[0], variants(side_paths), say
+            topics, input_topic, events, holder[0], variants(side_paths), say, repeats=repeats
         )
     return champions[0]
 
@@ -1154,34 +1296,53 @@ def stage_profile(
     samples: Samples,
     switched: list[Variant],
     say: Progress,
+    *,
+    repeats: int = 1,
 ) -> dict[str, Any]:
-    """The pipeline as built, then with each variant's stage switched off, same input."""
+    """The pipeline as built, then with each variant's stage switched off, same input.
+
+    With ``repeats`` > 1 the variants run in rounds (all of them, then all again), and each
+    keeps its best events/s and its lowest CPU time per event.
+    """
+    every = [Variant("full", "as built", lambda _p, _s: None), *switched]
+    runs: dict[str, list[LoopRun]] = {v.name: [] for v in every}
+    for r in range(repeats):
+        for k, variant in enumerate(every):
+            say(f"stages: {variant.name} (round {r + 1} of {repeats})")
+            phase = topics.phase(f"stage-{r}-{k}", events_topic=input_topic)
+            run = run_pipeline(
+                phase,
+                events=events,
+                prepare=lambda p, v=variant: v.apply(p, samples),  # type: ignore[misc]
+                name=variant.name,
+            )
+            topics.drop(phase)
+            if run.outputs.get("predictions") != events:
+                raise BenchError(f"stage variant {variant.name!r} produced {run.outputs}")
+            runs[variant.name].append(run)
     rows: list[dict[str, Any]] = []
-    base_us: float | None = None
-    for k, variant in enumerate([Variant("full", "as built", lambda _p, _s: None), *switched]):
-        say(f"stages: {variant.name}")
-        phase = topics.phase(f"stage-{k}", events_topic=input_topic)
-        run = run_pipeline(
-            phase,
-            events=events,
-            prepare=lambda p, v=variant: v.apply(p, samples),  # type: ignore[misc]
-            name=variant.name,
-        )
-        topics.drop(phase)
-        us = 1e6 / run.eps
-        if base_us is None:
-            base_us = us
+    base_wall = base_cpu = 0.0
+    for variant in every:
+        best = _best(runs[variant.name])
+        wall = 1e6 / best.eps
+        cpu = min(r.cpu_s for r in runs[variant.name]) * 1e6 / events
+        if variant.name == "full":
+            base_wall, base_cpu = wall, cpu
         rows.append(
             {
                 "variant": variant.name,
                 "what": variant.what,
-                "eps": round(run.eps, 1),
-                "us_per_event": round(us, 3),
-                "saved_us_per_event": round(base_us - us, 3),
-                "stage_us_per_event": run.stage_us(),
+                "eps": round(best.eps, 1),
+                "us_per_event": round(wall, 3),
+                "saved_us_per_event": round(base_wall - wall, 3),
+                "cpu_us_per_event": round(cpu, 3),
+                "saved_cpu_us_per_event": round(base_cpu - cpu, 3),
+                "broker_cpu_us_per_event": best.per_event_us(best.broker_cpu_s),
+                "stage_us_per_event": best.stage_us(),
+                "all_eps": [round(r.eps, 1) for r in runs[variant.name]],
             }
         )
-    return {"variants": rows}
+    return {"repeats": repeats, "variants": rows}
 
 
 def targets(result: dict[str, Any]) -> dict[str, bool]:
@@ -1312,9 +1473,9 @@ def run_bench(
 # -- reports ---------------------------------------------------------------------------------
 
 _LATENCY_ROWS = (
-    ("processor_added_ms", "processor-added (input CreateTime -> prediction CreateTime)"),
-    ("in_loop_ms", "in-loop (consumed -> produced, histogram)"),
-    ("end_to_end_ms", "end-to-end (event time -> prediction consumed)"),
+    ("processor_added_ms", "processor-added: input CreateTime -> prediction CreateTime"),
+    ("in_loop_ms", "in-loop: consumed -> produced (histogram)"),
+    ("end_to_end_ms", "end-to-end: event time -> prediction consumed"),
 )
 
 
@@ -1322,6 +1483,38 @@ def _n(value: float | None, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:,.{digits}f}"
+
+
+@dataclass
+class Table:
+    """One table of the report; rendered as aligned text or as markdown."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+
+    def text(self) -> list[str]:
+        widths = [
+            max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h)
+            for i, h in enumerate(self.headers)
+        ]
+
+        def line(cells: list[str]) -> str:
+            first = cells[0].ljust(widths[0])
+            rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+            return "  " + "  ".join([first, *rest])
+
+        return [self.title, line(self.headers), *(line(r) for r in self.rows)]
+
+    def markdown(self) -> list[str]:
+        align = ["---"] + ["---:"] * (len(self.headers) - 1)
+        return [
+            f"**{self.title}**",
+            "",
+            "| " + " | ".join(self.headers) + " |",
+            "| " + " | ".join(align) + " |",
+            *("| " + " | ".join(r) + " |" for r in self.rows),
+        ]
 
 
 def _headline(result: dict[str, Any]) -> list[str]:
@@ -1333,8 +1526,8 @@ def _headline(result: dict[str, Any]) -> list[str]:
     )
     s = result["settings"]["processor"]
     return [
-        f"streamscore bench: {p['events']:,} events, {result['elapsed_s']:.0f} s, "
-        f"started {result['started_at']}",
+        f"streamscore bench: {p['events']:,} events, best of {p['repeats']} run(s), "
+        f"{result['elapsed_s']:.0f} s, started {result['started_at']}",
         f"machine: {m['cpu_model']}, {m['cores']} cores ({m['usable_cores']} usable), "
         f"{m['memory_mb'] or '?'} MB, load {m['load_average']} -> {m.get('load_average_end')}",
         f"broker: {broker}; Python {v['python']}, confluent-kafka {v['confluent-kafka']} "
@@ -1347,73 +1540,79 @@ def _headline(result: dict[str, Any]) -> list[str]:
     ]
 
 
-def _stage_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+def tables(result: dict[str, Any]) -> list[Table]:
+    """Every table of the report, in order."""
     t = result["throughput"]
+    limit_eps = t["pass_through"]["eps"]
+    fan = ", ".join(f"{role} x{n}" for role, n in t["fan_out"].items())
+    out = [
+        Table(
+            f"Throughput: first record consumed -> last offset committed "
+            f"(outputs per input: {fan})",
+            ["loop", "events/s", "us/event", "CPU us/event", "broker CPU us/event", "vs limit"],
+            [
+                [
+                    label,
+                    _n(r["eps"], 0),
+                    _n(r["us_per_event"], 2),
+                    _n(r.get("cpu_us_per_event"), 2),
+                    _n(r.get("broker_cpu_us_per_event"), 2),
+                    _n(r["eps"] / limit_eps if limit_eps else None, 2),
+                ]
+                for label, r in (
+                    ("pass-through limit", t["pass_through"]),
+                    ("full pipeline", t["pipeline"]),
+                )
+            ],
+        )
+    ]
     limit, pipeline = t["pass_through"]["stage_us_per_event"], t["pipeline"]["stage_us_per_event"]
     order = list(pipeline) + [k for k in limit if k not in pipeline]
-    rows = [(name, _n(limit.get(name), 2), _n(pipeline.get(name), 2)) for name in order]
+    rows = [[name, _n(limit.get(name), 2), _n(pipeline.get(name), 2)] for name in order]
     rows.append(
-        ("total", _n(t["pass_through"]["us_per_event"], 2), _n(t["pipeline"]["us_per_event"], 2))
+        ["total", _n(t["pass_through"]["us_per_event"], 2), _n(t["pipeline"]["us_per_event"], 2)]
     )
-    return rows
-
-
-def format_report(result: dict[str, Any]) -> str:
-    """The result as a plain-text table for the terminal."""
-    t = result["throughput"]
-    lines = [*_headline(result)]
-    if result.get("command"):
-        lines.append(f"command: {result['command']}")
-    fan = ", ".join(f"{role} x{n}" for role, n in t["fan_out"].items())
-    lines += [
-        "",
-        f"Throughput (first record consumed -> last offset committed; outputs per input: {fan})",
-        f"  {'loop':<22}{'events/s':>12}{'us/event':>11}{'vs limit':>10}",
-    ]
-    for key, label in (("pass_through", "pass-through limit"), ("pipeline", "full pipeline")):
-        r = t[key]
-        ratio = r["eps"] / t["pass_through"]["eps"] if t["pass_through"]["eps"] else None
-        lines.append(
-            f"  {label:<22}{_n(r['eps'], 0):>12}{_n(r['us_per_event'], 2):>11}{_n(ratio, 2):>10}"
-        )
-    lines += ["", "Where the time goes (us per event)", f"  {'stage':<22}{'pass-through':>14}"
-              f"{'pipeline':>11}"]  # fmt: skip
-    lines += [f"  {a:<22}{b:>14}{c:>11}" for a, b, c in _stage_rows(result)]
+    out.append(Table("Where the time goes: wall us per event", ["stage", "pass-through",
+                                                                 "pipeline"], rows))  # fmt: skip
     stages = result.get("stages")
     if stages:
-        lines += [
-            "",
-            "Stage profile: the pipeline with one stage switched off at a time",
-            f"  {'variant':<26}{'events/s':>11}{'us/event':>11}{'saved us/event':>16}",
-        ]
-        for row in stages["variants"]:
-            lines.append(
-                f"  {row['variant']:<26}{_n(row['eps'], 0):>11}{_n(row['us_per_event'], 2):>11}"
-                f"{_n(row['saved_us_per_event'], 2):>16}"
+        out.append(
+            Table(
+                f"Stage profile: one stage switched off at a time "
+                f"(best of {stages['repeats']}; CPU = this process, every thread)",
+                ["switched off", "events/s", "us/event", "saved", "CPU us/event", "CPU saved"],
+                [
+                    [
+                        row["variant"],
+                        _n(row["eps"], 0),
+                        _n(row["us_per_event"], 2),
+                        _n(row["saved_us_per_event"], 2),
+                        _n(row["cpu_us_per_event"], 2),
+                        _n(row["saved_cpu_us_per_event"], 2),
+                    ]
+                    for row in stages["variants"]
+                ],
             )
+        )
     latency = result.get("latency")
     if latency:
-        share = latency["offered_eps"] / t["pipeline"]["eps"]
-        lines += [
-            "",
-            f"Latency at {latency['offered_eps']:,.0f} events/s offered "
-            f"({share:.0%} of the pipeline's max), ms; first {LATENCY_WARMUP:.0%} left out",
-            f"  {'loop':<14}{'measure':<62}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}",
-        ]
+        share = latency["offered_eps"] / t["pipeline"]["eps"] if t["pipeline"]["eps"] else 0.0
+        rows = []
         for kind, loop in latency["loops"].items():
             for key, label in _LATENCY_ROWS:
                 q = loop[key]
-                lines.append(
-                    f"  {kind:<14}{label:<62}"
-                    + "".join(f"{_n(q.get(k), 1):>8}" for k in ("p50", "p95", "p99", "max"))
+                rows.append(
+                    [f"{kind}: {label}", *(_n(q.get(k), 1) for k in ("p50", "p95", "p99", "max"))]
                 )
-    soak = result.get("soak")
-    if soak:
-        lines += ["", _soak_line(soak)]
-    if result.get("targets"):
-        lines += ["", "Targets (goals of issue 7, not assertions)"]
-        lines += [f"  [{'x' if ok else ' '}] {name}" for name, ok in result["targets"].items()]
-    return "\n".join(lines) + "\n"
+        out.append(
+            Table(
+                f"Latency (ms) at {latency['offered_eps']:,.0f} events/s offered "
+                f"({share:.0%} of the pipeline's max); first {LATENCY_WARMUP:.0%} left out",
+                ["loop: measure", "p50", "p95", "p99", "max"],
+                rows,
+            )
+        )
+    return out
 
 
 def _soak_line(soak: dict[str, Any]) -> str:
@@ -1426,52 +1625,33 @@ def _soak_line(soak: dict[str, Any]) -> str:
     )
 
 
+def format_report(result: dict[str, Any]) -> str:
+    """The result as plain-text tables for the terminal."""
+    lines = _headline(result)
+    if result.get("command"):
+        lines.append(f"command: {result['command']}")
+    for table in tables(result):
+        lines += ["", *table.text()]
+    if result.get("soak"):
+        lines += ["", _soak_line(result["soak"])]
+    if result.get("targets"):
+        lines += ["", "Targets (goals of issue 7, not assertions)"]
+        lines += [f"  [{'x' if ok else ' '}] {name}" for name, ok in result["targets"].items()]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(result: dict[str, Any]) -> str:
     """A README snippet: the command, the machine, and the tables."""
-    t = result["throughput"]
     lines = [
         f"Measured with `{result.get('command') or 'streamscore bench'}`:",
         "",
         *[f"- {line}" for line in _headline(result)],
-        "",
-        "| loop | events/s | µs/event | vs pass-through |",
-        "| --- | ---: | ---: | ---: |",
     ]
-    for key, label in (("pass_through", "pass-through limit"), ("pipeline", "full pipeline")):
-        r = t[key]
-        ratio = r["eps"] / t["pass_through"]["eps"] if t["pass_through"]["eps"] else None
-        lines.append(
-            f"| {label} | {_n(r['eps'], 0)} | {_n(r['us_per_event'], 2)} | {_n(ratio, 2)} |"
-        )
-    lines += ["", "| stage (µs/event) | pass-through | pipeline |", "| --- | ---: | ---: |"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in _stage_rows(result)]
-    stages = result.get("stages")
-    if stages:
-        lines += [
-            "",
-            "| switched off | events/s | µs/event | saved µs/event |",
-            "| --- | ---: | ---: | ---: |",
-        ]
-        for row in stages["variants"]:
-            lines.append(
-                f"| {row['variant']} | {_n(row['eps'], 0)} | {_n(row['us_per_event'], 2)} "
-                f"| {_n(row['saved_us_per_event'], 2)} |"
-            )
-    latency = result.get("latency")
-    if latency:
-        lines += [
-            "",
-            f"Latency at {latency['offered_eps']:,.0f} events/s offered, ms:",
-            "",
-            "| loop | measure | p50 | p95 | p99 | max |",
-            "| --- | --- | ---: | ---: | ---: | ---: |",
-        ]
-        for kind, loop in latency["loops"].items():
-            for key, label in _LATENCY_ROWS:
-                q = loop[key]
-                cells = " | ".join(_n(q.get(k), 1) for k in ("p50", "p95", "p99", "max"))
-                lines.append(f"| {kind} | {label} | {cells} |")
-    soak = result.get("soak")
-    if soak:
-        lines += ["", _soak_line(soak)]
+    for table in tables(result):
+        lines += ["", *table.markdown()]
+    if result.get("soak"):
+        lines += ["", _soak_line(result["soak"])]
+    if result.get("targets"):
+        lines += [""]
+        lines += [f"- [{'x' if ok else ' '}] {name}" for name, ok in result["targets"].items()]
     return "\n".join(lines) + "\n"
