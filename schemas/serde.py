@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from fastavro import schemaless_reader, schemaless_writer
 
+from schemas.codec import Codec, UnsupportedSchema, compile_codec
 from schemas.registry import load_schema
 from streams.errors import DecodeError
 
@@ -43,19 +44,34 @@ class Serde(Protocol):
 
 
 class AvroSerde:
-    """Schemaless Avro with one fixed schema."""
+    """Schemaless Avro with one fixed schema.
+
+    Records go through a codec compiled for the schema (``schemas.codec``):
+    byte-identical to fastavro and several times faster. A schema the compiler
+    does not support falls back to fastavro itself.
+    """
 
     format = "avro"
 
     def __init__(self, schema_name: str) -> None:
         self.schema_name = schema_name
         self._schema = load_schema(schema_name)
+        try:
+            self._codec: Codec | None = compile_codec(self._schema)
+        except UnsupportedSchema:
+            self._codec = None
         self._buffer = io.BytesIO()
 
     def encode(self, record: Record) -> bytes:
+        if self._codec is not None:
+            return self._codec.encode(record)
         return self.encode_many((record,))[0]
 
     def encode_many(self, records: Sequence[Record]) -> list[bytes]:
+        if self._codec is not None:
+            return self._codec.encode_many(
+                records if isinstance(records, list | tuple) else list(records)
+            )
         buf, schema = self._buffer, self._schema
         out: list[bytes] = []
         append = out.append
@@ -67,6 +83,8 @@ class AvroSerde:
         return out
 
     def decode(self, data: bytes) -> Record:
+        if self._codec is not None:
+            return self._codec.decode(data)
         buf = io.BytesIO(data)
         try:
             record = schemaless_reader(buf, self._schema, None)

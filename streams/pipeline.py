@@ -30,6 +30,8 @@ from streams.stages import EventBatch, build_matrix, check_sizes, decode_events
 #: Kafka Connect's dead-letter header names: tools that read Connect DLQs read ours.
 DLQ_HEADER_PREFIX = "__connect.errors."
 STAGES = ("size", "decode", "validate", "score", "encode")
+#: Scored-event audit records carry no details unless A/B routing decided the variant.
+_NO_DETAILS: dict[str, str] = {}
 
 
 @dataclass(slots=True)
@@ -234,6 +236,7 @@ class ScoringPipeline:
         ]
         values, topics, partitions, offsets = raw.values, raw.topics, raw.partitions, raw.offsets
         blake2b, actor = hashlib.blake2b, self.actor
+        ab_mode = out.row_variant is not None
         audits: list[dict[str, Any]] = [
             {
                 "action": "scored",
@@ -248,7 +251,7 @@ class ScoringPipeline:
                 "source_offset": offsets[i],
                 "actor": actor,
                 "occurred_at": now,
-                "details": {"variant": variant},
+                "details": {"variant": variant} if ab_mode else _NO_DETAILS,
             }
             for i, event_id, sensor_id, name, version, variant, decision in zip(
                 events.indices,
