@@ -81,12 +81,17 @@ def test_bench_on_a_tiny_stream(make_settings: Callable[..., Settings]) -> None:
         loop = latency["loops"][kind]
         assert loop["events"] == LATENCY_EVENTS
         assert loop["predictions_observed"] == LATENCY_EVENTS
-        for measure in ("processor_added_ms", "in_loop_ms", "end_to_end_ms"):
+        for measure in ("loop_ms", "in_loop_ms", "end_to_end_ms"):
             q = loop[measure]
             assert q["count"] > 0
             assert 0 < q["p50"] <= q["p95"] <= q["p99"] <= q["max"], (kind, measure, q)
         # A prediction is seen by the observer after the processor produced it.
-        assert loop["end_to_end_ms"]["p50"] >= loop["processor_added_ms"]["p50"] - 1.0
+        assert loop["end_to_end_ms"]["p50"] >= loop["loop_ms"]["p50"] - 1.0
+    added = latency["processor_added_ms"]
+    pipeline_loop, limit_loop = latency["loops"]["pipeline"], latency["loops"]["pass-through"]
+    assert added["p99"] == pytest.approx(
+        pipeline_loop["loop_ms"]["p99"] - limit_loop["loop_ms"]["p99"], abs=0.01
+    )
 
     soak = result["soak"]
     assert soak["events"] == SOAK
