@@ -220,6 +220,7 @@ class ModelRegistry:
         registry_uri: str | None = None,
         experiment: str = DEFAULT_EXPERIMENT,
         cache_dir: Path | None = None,
+        probe_timeout_s: float = 2.0,
     ) -> ModelRegistry:
         """The registry of ``home``: embedded (sqlite + local artifacts under
         ``<home>/mlflow``) unless a ``tracking_uri`` is given; the model cache is
@@ -231,6 +232,7 @@ class ModelRegistry:
                 registry_uri=registry_uri,
                 cache_dir=cache,
                 experiment=experiment,
+                probe_timeout_s=probe_timeout_s,
             )
         mlflow_dir = home.resolve() / "mlflow"
         return cls(
@@ -239,6 +241,7 @@ class ModelRegistry:
             cache_dir=cache,
             artifact_location=(mlflow_dir / "artifacts").as_uri(),
             experiment=experiment,
+            probe_timeout_s=probe_timeout_s,
         )
 
     def __repr__(self) -> str:

@@ -332,6 +332,7 @@ def demo(
 
 def _mount() -> None:
     """Sub-commands that live in their own modules."""
+    from streams.cli_bench import bench
     from streams.cli_drift import app as drift_app
     from streams.cli_drift import report as drift_report
     from streams.cli_models import app as models_app
@@ -343,6 +344,7 @@ def _mount() -> None:
     reports = typer.Typer(help="Reports a person can look at.", no_args_is_help=True)
     reports.command("drift")(drift_report)
     app.add_typer(reports, name="report")
+    app.command("bench")(bench)
 
 
 _mount()

@@ -91,6 +91,7 @@ class RegistryModelSource:
             registry_uri=r.registry_uri,
             experiment=r.experiment,
             cache_dir=r.cache_dir,
+            probe_timeout_s=r.probe_timeout_s,
         )
         self.threads = (
             settings.processor.ort_intra_op_threads,
@@ -161,6 +162,8 @@ class ModelWatcher:
     stream_features: list[str]
     current: dict[str, str]
     poll_interval_s: float = 5.0
+    #: The roles this watcher follows (``champion`` only when there is no challenger role).
+    roles: tuple[str, ...] = ROLES
     _pending: dict[str, ServingModel] = field(default_factory=dict)
     _refusals: list[Refusal] = field(default_factory=list)
     _refused: set[tuple[str, str]] = field(default_factory=set)
@@ -195,6 +198,8 @@ class ModelWatcher:
             self.source_up = False
             return
         for role, version in versions.items():
+            if role not in self.roles:
+                continue
             if version == self.current.get(role) or (role, version) in self._refused:
                 continue
             with self._lock:

@@ -129,6 +129,8 @@ class Processor:
         self.shadow: ShadowScorer | None = None
         self.ab: ABRouting | None = None
         self.watcher: ModelWatcher | None = None
+        #: Builds the shadow scorer for a challenger (set by the composition root).
+        self.make_shadow: Callable[[ServingModel], ShadowScorer] | None = None
         #: Anything with close(): background workers drained before the final commit.
         self.closables: list[Any] = []
         self.summary = RunSummary(model_name=champion.name, model_version=champion.version)
@@ -191,8 +193,14 @@ class Processor:
                     {"name": model.name, "version": model.version, "task": model.meta.task}
                 )
 
-    def attach_challenger(self, challenger: ServingModel, mode: str) -> None:
-        """Use ``challenger`` in the shadow (side path) or for its A/B share of traffic."""
+    def attach_challenger(self, challenger: ServingModel) -> None:
+        """Use ``challenger`` as ``shadow.mode`` says: in the shadow, or for its A/B share.
+
+        Works the same at start and for a challenger that appears later (hot swap).
+        """
+        mode = self.settings.shadow.mode
+        if mode == "off":
+            return
         self.challenger = challenger
         if mode == "ab":
             weights = self.settings.shadow.ab_weights
@@ -201,6 +209,10 @@ class Processor:
             )
         elif self.shadow is not None:
             self.shadow.replace_challenger(challenger, self.champion.feature_names)
+        elif self.make_shadow is not None:
+            self.shadow = self.make_shadow(challenger)
+            self.side_paths.append(self.shadow)
+            self.closables.append(self.shadow)
         self._publish_model_info()
 
     def audit(self, action: str, model: ServingModel, details: dict[str, str]) -> None:
@@ -315,6 +327,7 @@ class Processor:
         """Hot swap: switch to models the watcher loaded, only ever between two batches."""
         if self.watcher is None:
             return
+        self._report_model_source(self.watcher.source_up)
         ready, refusals = self.watcher.take()
         for refusal in refusals:
             self.metrics.model_load_failures.labels(role=refusal.role).inc()
@@ -331,6 +344,16 @@ class Processor:
         for role, model in ready.items():
             self.swap(role, model)
 
+    def _report_model_source(self, up: bool) -> None:
+        """Keep MLflow's reachability current in metrics and /readyz (registry source only)."""
+        if self.settings.models.source != "registry":
+            return
+        self.metrics.dependency_up.labels(dependency="mlflow").set(1 if up else 0)
+        if up:
+            self.health.problems.pop("mlflow", None)
+        else:
+            self.health.problems["mlflow"] = "unreachable: serving the models already loaded"
+
     def swap(self, role: str, model: ServingModel) -> None:
         """Switch ``role`` to ``model`` now; record where the new version starts."""
         old = self.champion if role == "champion" else self.challenger
@@ -339,11 +362,10 @@ class Processor:
             self.champion = model
             self.summary.model_name, self.summary.model_version = model.name, model.version
             if self.ab is not None and self.challenger is not None:
-                self.attach_challenger(self.challenger, "ab")
-            if self.shadow is not None:
-                self.shadow.champion_features = model.feature_names
+                self.attach_challenger(self.challenger)
+            # The shadow scorer re-aligns its columns when it sees the new champion's batch.
         else:
-            self.attach_challenger(model, "ab" if self.ab is not None else "shadow")
+            self.attach_challenger(model)
         self.metrics.model_swaps.labels(role=role).inc()
         self._publish_model_info()
         first = ",".join(f"{t}[{p}]={o}" for (t, p), o in sorted(positions.items()))

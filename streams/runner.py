@@ -78,12 +78,16 @@ def build_processor(
                         settings.redis.url)  # fmt: skip
         s = settings.store
         store = PredictionStore(settings.redis, ttl_s=s.ttl_s, bucket_s=s.bucket_s)
-        writer = StoreWriter(store, metrics, max_pending=s.max_pending_batches)
+        writer = StoreWriter(store, metrics, health, max_pending=s.max_pending_batches)
         processor.side_paths.append(writer)
         processor.closables.append(writer)
 
     mode = settings.shadow.mode
     current = {"champion": champion.version}
+    if mode == "shadow":
+        processor.make_shadow = lambda challenger: _shadow_scorer(
+            settings, processor, challenger, store
+        )
     if mode != "off":
         try:
             challenger = source.load("challenger")
@@ -94,11 +98,7 @@ def build_processor(
             log.warning("no challenger (%s): the champion serves alone", exc)
         else:
             current["challenger"] = challenger.version
-            if mode == "shadow":
-                processor.shadow = _shadow_scorer(settings, processor, challenger, store)
-                processor.side_paths.append(processor.shadow)
-                processor.closables.append(processor.shadow)
-            processor.attach_challenger(challenger, mode)
+            processor.attach_challenger(challenger)
 
     if settings.drift.enabled:
         processor.side_paths.insert(0, DriftPath(settings, processor))
@@ -111,9 +111,9 @@ def build_processor(
         stream_features=list(champion.feature_names),
         current=current,
         poll_interval_s=settings.registry.poll_interval_s,
+        roles=("champion",) if mode == "off" else ("champion", "challenger"),
     )
-    if mode == "off":
-        watcher.current.setdefault("challenger", "ignored")
+    watcher.source_up = "mlflow" not in health.problems
     processor.watcher = watcher
     watcher.start()
     return processor

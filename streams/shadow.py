@@ -33,7 +33,7 @@ from connectors.redis_store import PredictionStore, StoreUnavailable
 from models.runtime import Scores
 from models.serving import ServingModel
 from schemas.serde import Serde
-from streams.metrics import BatchHistogram, Metrics
+from streams.metrics import BatchHistogram, Health, Metrics
 from streams.pipeline import BatchOutput, RawBatch
 from streams.routing import column_order
 
@@ -335,9 +335,17 @@ def _take(scores: Scores, rows: list[int]) -> Scores:
 class StoreWriter:
     """Writes the champion's (or each served variant's) predictions to Redis, off the hot path."""
 
-    def __init__(self, store: PredictionStore, metrics: Metrics, *, max_pending: int = 16) -> None:
+    def __init__(
+        self,
+        store: PredictionStore,
+        metrics: Metrics,
+        health: Health | None = None,
+        *,
+        max_pending: int = 16,
+    ) -> None:
         self.store = store
         self.metrics = metrics
+        self.health = health
         self.gap_events = 0
         self.worker: BackgroundWorker[list[tuple[str, str, list[str], Any, list[float]]]] = (
             BackgroundWorker("prediction-store", self._write, max_pending=max_pending)
@@ -365,8 +373,12 @@ class StoreWriter:
             self.gap_events += gap
             self.metrics.store_gap.inc(gap)
             self.metrics.dependency_up.labels(dependency="redis").set(0)
+            if self.health is not None:
+                self.health.problems["redis"] = "unreachable: predictions are not being stored"
             raise
         self.metrics.dependency_up.labels(dependency="redis").set(1)
+        if self.health is not None:
+            self.health.problems.pop("redis", None)
 
     def close(self) -> None:
         self.worker.close()
