@@ -87,6 +87,7 @@ def test_bench_on_a_tiny_stream(make_settings: Callable[..., Settings]) -> None:
             assert 0 < q["p50"] <= q["p95"] <= q["p99"] <= q["max"], (kind, measure, q)
         # A prediction is seen by the observer after the processor produced it.
         assert loop["end_to_end_ms"]["p50"] >= loop["loop_ms"]["p50"] - 1.0
+    assert latency["rounds"] == 1 and len(latency["loop_p99_ms_by_round"]["pipeline"]) == 1
     added = latency["processor_added_ms"]
     pipeline_loop, limit_loop = latency["loops"]["pipeline"], latency["loops"]["pass-through"]
     assert added["p99"] == pytest.approx(
