@@ -1590,6 +1590,8 @@ def _headline(result: dict[str, Any]) -> list[str]:
         else f"external Kafka at {b['bootstrap_servers']}"
     )
     s = result["settings"]["processor"]
+    extra = result["settings"]["kafka"].get("client_config") or {}
+    config = f"; client_config {extra}" if extra else ""
     return [
         f"streamscore bench: {p['events']:,} events, best of {p['repeats']} run(s), "
         f"{result['elapsed_s']:.0f} s, started {result['started_at']}",
@@ -1601,7 +1603,7 @@ def _headline(result: dict[str, Any]) -> list[str]:
         f"batch: max_batch {s['max_batch']}, max_wait_ms {s['max_wait_ms']}, "
         f"commit_interval_ms {s['commit_interval_ms']}, linger_ms {s['linger_ms']}; "
         f"{result['settings']['topics']['partitions']} partitions; "
-        f"{result['preload']['mean_event_bytes']:.0f}-byte Avro events",
+        f"{result['preload']['mean_event_bytes']:.0f}-byte Avro events{config}",
     ]
 
 

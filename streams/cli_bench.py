@@ -66,7 +66,10 @@ def bench(
         typer.Option("--stages/--no-stages", help="Stage profile: switch stages off in turn."),
     ] = True,
     repeats: Annotated[
-        int, typer.Option(help="Throughput runs of each loop; the best of each is reported.")
+        int,
+        typer.Option(
+            help="Rounds of every throughput, stage and latency run; the best of each is kept."
+        ),
     ] = 1,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the full result as JSON here.")
