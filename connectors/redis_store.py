@@ -85,24 +85,42 @@ class PredictionStore:
         """Store one variant's predictions for a batch of events (one round trip)."""
         if not event_ids:
             return
-        key = self._bucket_key(time.time() if now_s is None else now_s)
+        key = self._bucket_key(time.time() if now_s is None else now_s).encode()
+        suffix = f"|{variant}".encode()
         if labels is None:
-            mapping = {
-                f"{e}|{variant}": f"{model_version}||{s!r}"
-                for e, s in zip(event_ids, scores, strict=True)
-            }
+            values = [f"{model_version}||{s!r}".encode() for s in scores]
         else:
-            mapping = {
-                f"{e}|{variant}": f"{model_version}|{lab}|{s!r}"
-                for e, lab, s in zip(event_ids, labels, scores, strict=True)
-            }
+            values = [
+                f"{model_version}|{lab}|{s!r}".encode()
+                for lab, s in zip(labels, scores, strict=True)
+            ]
+        fields = [e.encode() + suffix for e in event_ids]
+        hset = _resp([b"HSET", key, *_interleave(fields, values)])
+        expire = _resp([b"EXPIRE", key, str(self.ttl_s + self.bucket_s).encode()])
+        self._send(hset + expire, replies=2)
+
+    def _send(self, packed: bytes, *, replies: int) -> None:
+        """One write of pre-packed commands, then their replies (no per-argument packing).
+
+        redis-py's own packing costs ~3 µs per stored event in Python; a batch
+        packed here in one join costs a fraction of that.
+        """
+        pool = self._redis.connection_pool
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
-            pipe.expire(key, self.ttl_s + self.bucket_s)
-            pipe.execute()
+            conn = pool.get_connection()
         except redis.RedisError as exc:
+            raise StoreUnavailable(f"prediction store unreachable: {exc}") from exc
+        try:
+            conn.send_packed_command([packed])
+            for _ in range(replies):
+                reply = conn.read_response()
+                if isinstance(reply, redis.ResponseError):
+                    raise reply
+        except redis.RedisError as exc:
+            conn.disconnect()
             raise StoreUnavailable(f"prediction store write failed: {exc}") from exc
+        finally:
+            pool.release(conn)
 
     def get_many(
         self, event_ids: Sequence[str], variants: Sequence[str], *, now_s: float | None = None
@@ -138,3 +156,17 @@ class PredictionStore:
                     entry[variant] = StoredPrediction(variant, version, label or None, float(score))
             result.append(entry)
         return result
+
+
+def _interleave(fields: list[bytes], values: list[bytes]) -> list[bytes]:
+    out: list[bytes] = [b""] * (2 * len(fields))
+    out[0::2] = fields
+    out[1::2] = values
+    return out
+
+
+def _resp(args: list[bytes]) -> bytes:
+    """A command in the Redis protocol (RESP): ``*<n>`` then ``$<len>`` + bytes per argument."""
+    parts = [b"*%d\r\n" % len(args)]
+    parts.extend(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
+    return b"".join(parts)
