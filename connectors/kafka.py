@@ -78,6 +78,7 @@ class Producer:
             "delivery.report.only.error": True,
             "on_delivery": self._latch,
             **extra,
+            **kafka.client_config,  # the user's librdkafka properties win over our defaults
         }
         self._producer = _Producer(config)
 
@@ -168,7 +169,11 @@ class Consumer:
             "heartbeat.interval.ms": max(kafka.session_timeout_ms // 6, 500),
             "fetch.wait.max.ms": 20,
             "queued.min.messages": 20_000,
+            # librdkafka's default (1 s) stalls fetching once the local queue is full:
+            # measured, it capped consumption at ~38k records/s.
+            "fetch.queue.backoff.ms": 10,
             **extra,
+            **kafka.client_config,  # the user's librdkafka properties win over our defaults
         }
         self._consumer = _Consumer(config)
         self.group_id = group_id
@@ -193,10 +198,17 @@ class Consumer:
         self._consumer.subscribe(topics, **kwargs)
 
     def consume(self, max_messages: int, timeout: float) -> list[Message]:
-        """Up to ``max_messages`` records; transient client errors are logged and skipped."""
-        messages = self._consumer.consume(max_messages, timeout)
+        """Up to ``max_messages`` records, as soon as there is at least one.
+
+        Waits up to ``timeout`` for the first record, then takes whatever else is
+        already queued without waiting: a full batch under load, no batch-filling
+        delay at low load. Transient client errors are logged and skipped.
+        """
+        messages = self._consumer.consume(1, timeout)
         if not messages:
             return messages
+        if max_messages > 1:
+            messages.extend(self._consumer.consume(max_messages - 1, 0))
         good = [m for m in messages if m.error() is None]
         if len(good) != len(messages):
             for m in messages:

@@ -14,6 +14,7 @@ return normally.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -271,6 +272,11 @@ class Processor:
         )
         self.health.broker_reachable = True
         self.metrics.dependency_up.labels(dependency="kafka").set(1)
+        # Everything built so far lives as long as the process: keep it out of the
+        # collector's generations, so full collections stay short (they made the
+        # latency tail: up to 0.7 s pauses measured before this).
+        gc.collect()
+        gc.freeze()
         started = last_input = time.monotonic()
         self._assigned_at = None
         # Before the first assignment, joining the group counts as a grace period.
@@ -305,6 +311,9 @@ class Processor:
                 closable.close()
             if clean:
                 self._commit()
+                # Side paths drained above may have produced after the last pending
+                # offset was committed (shadow records): deliver those too.
+                self.producer.flush(self.settings.processor.flush_timeout_s)
             self.consumer.close()
             for side_path in self.side_paths:
                 report = getattr(side_path, "report", None)

@@ -82,7 +82,7 @@ class KafkaSettings(Section):
             ),
         }
         props.update({k: v for k, v in optional.items() if v is not None})
-        props.update(self.client_config)
+        props.update(self.client_config)  # clients re-apply it after their own defaults
         return props
 
 
