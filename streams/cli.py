@@ -335,6 +335,7 @@ def _mount() -> None:
     from streams.cli_bench import bench
     from streams.cli_drift import app as drift_app
     from streams.cli_drift import report as drift_report
+    from streams.cli_evaluate import evaluate, shadow_report
     from streams.cli_models import app as models_app
     from streams.cli_ops import ops_app
 
@@ -345,6 +346,10 @@ def _mount() -> None:
     reports.command("drift")(drift_report)
     app.add_typer(reports, name="report")
     app.command("bench")(bench)
+    app.command("evaluate")(evaluate)
+    shadow = typer.Typer(help="Champion vs challenger: the evidence.", no_args_is_help=True)
+    shadow.command("report")(shadow_report)
+    app.add_typer(shadow, name="shadow")
 
 
 _mount()
