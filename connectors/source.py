@@ -60,12 +60,14 @@ class ProduceReport:
     invalid_by_reason: Counter[str] = field(default_factory=Counter)
     valid_ids: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    labels: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "produced": self.produced,
             "valid": self.valid,
             "invalid_by_reason": dict(self.invalid_by_reason),
+            "labels": self.labels,
             "elapsed_s": round(self.elapsed_s, 3),
             "rate_eps": round(self.produced / self.elapsed_s, 1) if self.elapsed_s else 0.0,
         }
@@ -97,9 +99,18 @@ def rows_from_file(path: Path) -> tuple[list[str], np.ndarray]:
 class EventFactory:
     """Builds sensor events (valid and invalid) from a matrix of feature rows."""
 
-    def __init__(self, names: list[str], rows: np.ndarray, serde: Serde, options: SourceOptions):
+    def __init__(
+        self,
+        names: list[str],
+        rows: np.ndarray,
+        serde: Serde,
+        options: SourceOptions,
+        labels: np.ndarray | None = None,
+    ):
         self.names = names
         self.rows = rows
+        #: The true label of each row, when known (for publishing delayed labels).
+        self.labels = labels
         self.serde = serde
         self.options = options
         self.rng = random.Random(options.seed)
@@ -120,6 +131,12 @@ class EventFactory:
             "event_time": now_ms,
             "features": dict(zip(self.names, row.tolist(), strict=True)),
         }
+
+    def label(self, n: int) -> str | None:
+        """The true label of event number ``n``, if the source knows it."""
+        if self.labels is None:
+            return None
+        return str(self.labels[self.order[n % len(self.rows)]])
 
     def make(self, n: int, now_ms: int) -> tuple[bytes, bytes, str | None]:
         """(key, value, expected DLQ reason or None) for event number ``n``."""
@@ -160,10 +177,17 @@ def produce_events(
     *,
     progress: Callable[[int], None] | None = None,
     keep_ids: bool = False,
+    labels: LabelSink | None = None,
 ) -> ProduceReport:
-    """Publish ``factory.options.count`` events, paced at ``rate`` if set, and flush."""
+    """Publish ``factory.options.count`` events, paced at ``rate`` if set, and flush.
+
+    With ``labels``, the true label of every valid event is published to the
+    labels topic ``labels.delay_s`` after the last event: delayed ground truth,
+    as it arrives in practice (after the predictions were made and stored).
+    """
     o = factory.options
     report = ProduceReport()
+    labelled: list[int] = []
     started = time.monotonic()
     for n in range(o.count):
         if o.rate > 0:
@@ -178,6 +202,8 @@ def produce_events(
             report.valid += 1
             if keep_ids:
                 report.valid_ids.append(f"{o.run_id}-{n}")
+            if labels is not None:
+                labelled.append(n)
         else:
             report.invalid_by_reason[reason] += 1
         if n % 1000 == 999:
@@ -186,6 +212,28 @@ def produce_events(
                 progress(n + 1)
     producer.flush()
     report.elapsed_s = time.monotonic() - started
+    if labels is not None and labelled:
+        time.sleep(labels.delay_s)
+        now = int(time.time() * 1000)
+        ids = [f"{o.run_id}-{n}" for n in labelled]
+        records: list[dict[str, Any]] = [
+            {"event_id": event_id, "label": factory.label(n), "labelled_at": now}
+            for event_id, n in zip(ids, labelled, strict=True)
+        ]
+        values = labels.serde.encode_many(records)
+        keys: list[bytes | None] = [event_id.encode() for event_id in ids]
+        producer.produce_many(labels.topic, values, keys)
+        producer.flush()
+        report.labels = len(records)
     if progress is not None:
         progress(o.count)
     return report
+
+
+@dataclass(frozen=True)
+class LabelSink:
+    """Where and when delayed labels go."""
+
+    topic: str
+    serde: Serde
+    delay_s: float = 10.0

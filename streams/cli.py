@@ -281,9 +281,16 @@ def produce(
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
     run_id: Annotated[str, typer.Option(help="Prefix of the event ids.")] = "evt",
+    labels_after: Annotated[
+        float | None,
+        typer.Option(
+            help="Also publish each valid event's true label to the labels topic, this many "
+            "seconds after the last event (delayed ground truth for the evaluator)."
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Publish sensor events to Kafka (replay, invalid mix, feature shift)."""
+    """Publish sensor events to Kafka (replay, invalid mix, feature shift, delayed labels)."""
     from streams.runner import run_source
 
     overrides: dict[str, Any] = {
@@ -303,7 +310,9 @@ def produce(
         run_id=run_id,
     )
     try:
-        report = run_source(settings(**overrides), options, source=source)
+        report = run_source(
+            settings(**overrides), options, source=source, labels_after_s=labels_after
+        )
     except (StreamscoreError, ValueError, OSError) as exc:
         raise fail(str(exc)) from exc
     if as_json:

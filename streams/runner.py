@@ -16,7 +16,13 @@ import numpy as np
 from connectors.kafka import Admin, Producer
 from connectors.redis_store import PredictionStore
 from connectors.schema_registry import topic_serde
-from connectors.source import EventFactory, ProduceReport, SourceOptions, rows_from_file
+from connectors.source import (
+    EventFactory,
+    LabelSink,
+    ProduceReport,
+    SourceOptions,
+    rows_from_file,
+)
 from models.datasets import shuttle
 from models.serving import ServingModel
 from streams.drift import DriftMonitor
@@ -242,13 +248,14 @@ def run_processor(
 
 
 def event_factory(settings: Settings, options: SourceOptions, source: Path | None) -> EventFactory:
+    labels = None
     if source is not None:
         names, rows = rows_from_file(source)
     else:
         data = shuttle()
-        names, rows = data.feature_names, data.X
+        names, rows, labels = data.feature_names, data.X, data.y
     options.max_message_bytes = settings.processor.max_message_bytes
-    return EventFactory(names, rows, topic_serde(settings, "events"), options)
+    return EventFactory(names, rows, topic_serde(settings, "events"), options, labels)
 
 
 def run_source(
@@ -257,6 +264,7 @@ def run_source(
     *,
     source: Path | None = None,
     keep_ids: bool = False,
+    labels_after_s: float | None = None,
     **producer_config: Any,
 ) -> ProduceReport:
     """Publish events per ``options`` to the events topic and wait for their acknowledgement."""
@@ -270,4 +278,11 @@ def run_source(
         linger_ms=settings.processor.linger_ms,
         **producer_config,
     )
-    return produce_events(producer, settings.topics.events, factory, keep_ids=keep_ids)
+    labels = None
+    if labels_after_s is not None:
+        if factory.labels is None:
+            raise ConfigError("labels are only known for the reference dataset replay")
+        labels = LabelSink(settings.topics.labels, topic_serde(settings, "labels"), labels_after_s)
+    return produce_events(
+        producer, settings.topics.events, factory, keep_ids=keep_ids, labels=labels
+    )
