@@ -321,6 +321,7 @@ class Processor:
                     self.summary.side_paths.update(report())
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
+            gc.unfreeze()  # what outlives the run (in tests, embedders) is collectable again
             self.summary.elapsed_s = time.monotonic() - started
             self.summary.exit_reason = self._stop_reason or "error"
         return self.summary

@@ -1,13 +1,17 @@
-"""Helpers for integration tests: read topics back, run the processor."""
+"""Helpers for integration tests: read topics back, run the processor on a thread."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from streams.processor import Processor
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -55,3 +59,46 @@ def read_topic(
     finally:
         consumer.close()
     return records
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll ``condition`` until true; fail the test with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def sample(processor: Processor, name: str, **labels: str) -> float:
+    """A metric sample of the processor's registry (0 when absent)."""
+    value = processor.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+@contextmanager
+def running(processor: Processor, *, wait_for_assignment: bool = True) -> Iterator[Processor]:
+    """The processor's loop on a thread; stopped (commit, close) on exit."""
+    failure: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            processor.run()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=loop, name="processor", daemon=True)
+    thread.start()
+    try:
+        if wait_for_assignment:
+            wait_until(
+                lambda: processor.health.partitions_assigned > 0 or bool(failure),
+                "the partitions to be assigned",
+            )
+        yield processor
+    finally:
+        processor.stop("test done")
+        thread.join(60)
+    assert not thread.is_alive(), "the processor did not stop"
+    if failure:
+        raise failure[0]

@@ -17,10 +17,8 @@ import os
 import shutil
 import socket
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ from schemas.serde import AvroSerde
 from streams.processor import Processor
 from streams.runner import build_processor, ensure_topics, run_source
 from streams.settings import Settings
-from tests.integration.kafka_io import read_topic
+from tests.integration.kafka_io import read_topic, running, sample, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -50,48 +48,8 @@ SHADOW = AvroSerde("shadow_record")
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def sample(processor: Processor, name: str, **labels: str) -> float:
-    value = processor.metrics.registry.get_sample_value(name, labels)
-    return 0.0 if value is None else value
-
-
 def swaps(processor: Processor, role: str = "champion") -> float:
     return sample(processor, "streamscore_model_swaps_total", role=role)
-
-
-@contextmanager
-def running(processor: Processor) -> Iterator[Processor]:
-    """The processor's loop on a thread, joined group; stopped (commit, close) on exit."""
-    failure: list[BaseException] = []
-
-    def loop() -> None:
-        try:
-            processor.run()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=loop, name="processor", daemon=True)
-    thread.start()
-    try:
-        wait_until(
-            lambda: processor.health.partitions_assigned > 0 or bool(failure),
-            "the partitions to be assigned",
-        )
-        yield processor
-    finally:
-        processor.stop("test done")
-        thread.join(60)
-    assert not thread.is_alive(), "the processor did not stop"
-    if failure:
-        raise failure[0]
 
 
 def produce(settings: Settings, count: int, run_id: str, **options: Any) -> ProduceReport:

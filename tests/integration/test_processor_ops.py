@@ -10,8 +10,6 @@ watermarks are exact (see DESIGN.md). Numbers are counts; no speed is asserted.
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -33,7 +31,8 @@ from streams.metrics import serve
 from streams.processor import Processor
 from streams.runner import build_processor, ensure_topics, run_processor, run_source
 from streams.settings import Settings
-from tests.integration.kafka_io import read_topic
+from tests.conftest import free_port
+from tests.integration.kafka_io import read_topic, running, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -51,48 +50,6 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def running(processor: Processor, *, wait_for_assignment: bool = True) -> Iterator[Processor]:
-    """The processor's loop on a thread; stopped (commit, close) on exit."""
-    failure: list[BaseException] = []
-
-    def loop() -> None:
-        try:
-            processor.run()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=loop, name="processor", daemon=True)
-    thread.start()
-    try:
-        if wait_for_assignment:
-            wait_until(
-                lambda: processor.health.partitions_assigned > 0 or bool(failure),
-                "the partitions to be assigned",
-            )
-        yield processor
-    finally:
-        processor.stop("test done")
-        thread.join(60)
-    assert not thread.is_alive(), "the processor did not stop"
-    if failure:
-        raise failure[0]
 
 
 @contextmanager

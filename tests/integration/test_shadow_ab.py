@@ -13,15 +13,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import socket
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +35,8 @@ from streams.metrics import serve
 from streams.processor import Processor
 from streams.runner import build_processor, ensure_topics, run_source
 from streams.settings import Settings
-from tests.integration.kafka_io import read_topic
+from tests.conftest import free_port
+from tests.integration.kafka_io import read_topic, running, sample, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,52 +47,6 @@ VARIANTS = ("champion", "challenger")
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def sample(processor: Processor, name: str, **labels: str) -> float:
-    value = processor.metrics.registry.get_sample_value(name, labels)
-    return 0.0 if value is None else value
-
-
-@contextmanager
-def running(processor: Processor) -> Iterator[Processor]:
-    """The processor's loop on a thread, joined group; stopped (commit, close) on exit."""
-    failure: list[BaseException] = []
-
-    def loop() -> None:
-        try:
-            processor.run()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=loop, name="processor", daemon=True)
-    thread.start()
-    try:
-        wait_until(
-            lambda: processor.health.partitions_assigned > 0 or bool(failure),
-            "the partitions to be assigned",
-        )
-        yield processor
-    finally:
-        processor.stop("test done")
-        thread.join(60)
-    assert not thread.is_alive(), "the processor did not stop"
-    if failure:
-        raise failure[0]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def versioned_models(tmp_path: Path, models_dir: Path, *, challenger: bool = True) -> Path:
