@@ -268,8 +268,10 @@ class Consumer:
 class Admin:
     """Topic management and cluster reachability."""
 
-    def __init__(self, kafka: KafkaSettings) -> None:
-        self._admin = AdminClient(kafka.client_properties())
+    def __init__(self, kafka: KafkaSettings, *, quiet: bool = False) -> None:
+        # quiet: a reachability probe should say "unreachable" once, not log every retry.
+        extra = {"log_level": 0} if quiet else {}
+        self._admin = AdminClient({**kafka.client_properties(), **extra})
 
     def reachable(self, timeout: float = 3.0) -> bool:
         try:

@@ -27,7 +27,6 @@ from connectors.registry import (
     CHALLENGER,
     CHAMPION,
     DEFAULT_EXPERIMENT,
-    DEFAULT_MODEL_NAME,
     LifecycleEvent,
     ModelRegistry,
     VersionInfo,
@@ -56,7 +55,10 @@ RegistryUri = Annotated[
     str | None, typer.Option(help="MLflow registry URI; default: the tracking URI.")
 ]
 Experiment = Annotated[str, typer.Option(help="MLflow experiment of the training runs.")]
-Name = Annotated[str, typer.Option("--name", "-n", help="Registered model name.")]
+Name = Annotated[
+    str | None,
+    typer.Option("--name", "-n", help="Registered model name (default: registry.model_name)."),
+]
 Actor = Annotated[
     str | None, typer.Option(help="Who acts, for the audit trail; default: user@host.")
 ]
@@ -97,7 +99,7 @@ def publish_audit(events: Sequence[LifecycleEvent]) -> str | None:
     from connectors.schema_registry import topic_serde
 
     settings = _settings()
-    if not Admin(settings.kafka).reachable(timeout=3.0):
+    if not Admin(settings.kafka, quiet=True).reachable(timeout=3.0):
         return f"Kafka at {settings.kafka.bootstrap_servers} is unreachable"
     serde = topic_serde(settings, "audit")
     producer = Producer(settings.kafka, client_id=f"streamscore-cli-{socket.gethostname()}")
@@ -231,10 +233,11 @@ def train(
     tracking_uri: TrackingUri = None,
     registry_uri: RegistryUri = None,
     experiment: Experiment = DEFAULT_EXPERIMENT,
-    name: Name = DEFAULT_MODEL_NAME,
+    name: Name = None,
     actor: Actor = None,
 ) -> None:
     """Train the reference champion and challenger, log them to MLflow and register them."""
+    name = name or _settings().registry.model_name
     with _errors():
         registry = open_registry(home, tracking_uri, registry_uri, experiment)
         report_events(train_models(registry, name, actor or default_actor()))
@@ -247,7 +250,7 @@ def register(
     tracking_uri: TrackingUri = None,
     registry_uri: RegistryUri = None,
     experiment: Experiment = DEFAULT_EXPERIMENT,
-    name: Name = DEFAULT_MODEL_NAME,
+    name: Name = None,
     features: Annotated[
         str | None, typer.Option(help="Feature order, comma-separated (if not in bundle.json).")
     ] = None,
@@ -265,6 +268,7 @@ def register(
     actor: Actor = None,
 ) -> None:
     """Register your own ONNX model as a new version (validated before it is registered)."""
+    name = name or _settings().registry.model_name
     with _errors():
         registry = open_registry(home, tracking_uri, registry_uri, experiment)
         events = register_model(
@@ -286,9 +290,10 @@ def list_(
     home: Home = HOME_DEFAULT,
     tracking_uri: TrackingUri = None,
     registry_uri: RegistryUri = None,
-    name: Name = DEFAULT_MODEL_NAME,
+    name: Name = None,
 ) -> None:
     """List the versions of a registered model with their aliases and offline metrics."""
+    name = name or _settings().registry.model_name
     with _errors():
         versions = open_registry(home, tracking_uri, registry_uri).list_versions(name)
     if not versions:
@@ -318,10 +323,11 @@ def describe(
     home: Home = HOME_DEFAULT,
     tracking_uri: TrackingUri = None,
     registry_uri: RegistryUri = None,
-    name: Name = DEFAULT_MODEL_NAME,
+    name: Name = None,
     card: Annotated[bool, typer.Option(help="Also print the model card.")] = False,
 ) -> None:
     """Show one version: aliases, lineage, parameters, metrics and run artifacts."""
+    name = name or _settings().registry.model_name
     with _errors():
         registry = open_registry(home, tracking_uri, registry_uri)
         chosen = version or registry.version_for(name, alias)
@@ -355,10 +361,11 @@ def promote(
     home: Home = HOME_DEFAULT,
     tracking_uri: TrackingUri = None,
     registry_uri: RegistryUri = None,
-    name: Name = DEFAULT_MODEL_NAME,
+    name: Name = None,
     actor: Actor = None,
 ) -> None:
     """Move the champion alias to the challenger's version (the old one is remembered)."""
+    name = name or _settings().registry.model_name
     with _errors():
         registry = open_registry(home, tracking_uri, registry_uri)
         report_events([registry.promote(name, actor=actor or default_actor())])
@@ -369,10 +376,11 @@ def rollback(
     home: Home = HOME_DEFAULT,
     tracking_uri: TrackingUri = None,
     registry_uri: RegistryUri = None,
-    name: Name = DEFAULT_MODEL_NAME,
+    name: Name = None,
     actor: Actor = None,
 ) -> None:
     """Restore the previous champion."""
+    name = name or _settings().registry.model_name
     with _errors():
         registry = open_registry(home, tracking_uri, registry_uri)
         report_events([registry.rollback(name, actor=actor or default_actor())])
