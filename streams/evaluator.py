@@ -85,6 +85,7 @@ from connectors.redis_store import PredictionStore, StoreUnavailable
 from connectors.schema_registry import topic_serde
 from models.bundle import bundle_exists, load_bundle
 from schemas.serde import Serde
+from streams.drift import DriftMonitor
 from streams.errors import ConfigError, DecodeError, InfrastructureError
 from streams.quality import (
     CLASSIFICATION,
@@ -304,6 +305,20 @@ class Evaluator:
         )
         self.labels_topic_name = settings.topics.labels
         self.kafka = settings.kafka
+        # Concept drift: ADWIN on the champion's per-event error stream. Its records go
+        # to the drift topic after the batch's tables are committed (at-least-once).
+        self.drift_settings = settings.drift
+        self.error_drift: DriftMonitor | None = None
+        self.drift_serde: Serde = topic_serde(settings, "drift")
+        self.drift_topic = app.topic(
+            settings.topics.drift,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self._drift_records: list[dict[str, Any]] = []
+        self.drift_records_sent = 0
         # Run bookkeeping (this process only).
         self.started = time.monotonic()
         self.ready_at: float | None = None
@@ -353,6 +368,7 @@ class Evaluator:
         self.apply(batch, predictions)
         t3 = clock()
         await self.commit_changes()
+        await self._send_drift()
         t4 = clock()
         for name, seconds in (("decode", t1 - t0), ("lookup", t2 - t1), ("tables", t3 - t2),
                               ("commit", t4 - t3)):  # fmt: skip
@@ -477,6 +493,8 @@ class Evaluator:
             self._update_quality(variant, batch, watermark, expired)
         pair_key = self._update_comparisons(outcomes, batch)
         self._count_labels(batch, per_label, outcomes, expired)
+        if outcomes:
+            self._watch_errors(outcomes[0], batch)
         valid = batch.valid
         if valid.any():
             # A label dated in the future (a skewed producer clock) must not close every
@@ -488,6 +506,41 @@ class Evaluator:
         if pair_key is not None:
             progress = {**progress, "pair": pair_key}
         self._put(self.progress, "progress", {**progress, "watermark_ms": watermark})
+
+    def _watch_errors(self, champion: VariantOutcomes, batch: LabelBatch) -> None:
+        """Feed ADWIN the champion's per-event error: 0/1 misclassification, |error| otherwise."""
+        if not self.drift_settings.enabled:
+            return
+        present = np.flatnonzero(champion.present)
+        if present.size == 0:
+            return
+        if self.task == "regression":
+            errors = np.abs(champion.error[present])
+        else:
+            errors = (~champion.correct[present]).astype(np.float64)
+        version = champion.versions[int(present[-1])] or ""
+        monitor = self.error_drift
+        if monitor is None or monitor.model_version != version:
+            monitor = self.error_drift = DriftMonitor(
+                None, champion.variant, version, self.drift_settings
+            )
+        self._drift_records.extend(
+            monitor.update(
+                None,
+                None,
+                batch.offsets[present],
+                batch.labelled_at[present],
+                errors=errors,
+            )
+        )
+
+    async def _send_drift(self) -> None:
+        records, self._drift_records = self._drift_records, []
+        if not records:
+            return
+        for record, value in zip(records, self.drift_serde.encode_many(records), strict=True):
+            await self.drift_topic.send(key=str(record["target"]).encode(), value=value)
+        self.drift_records_sent += len(records)
 
     def _update_quality(
         self,
@@ -889,6 +942,7 @@ class Evaluator:
             "labels_in": self.labels_in,
             "outcomes": dict(self.outcomes),
             "records_emitted": self.records_emitted,
+            "drift_records": self.drift_records_sent,
             "refetched_labels": self.refetched,
             "stage_seconds": {
                 sample.labels["stage"]: round(sample.value, 3)

@@ -55,6 +55,9 @@ def _env(settings: Settings, home: Path) -> dict[str, str]:
         "STREAMSCORE_REDIS__EMBEDDED": "false",
         "STREAMSCORE_TOPICS__LABELS": settings.topics.labels,
         "STREAMSCORE_TOPICS__EVALUATION": settings.topics.evaluation,
+        "STREAMSCORE_TOPICS__DRIFT": settings.topics.drift,
+        "STREAMSCORE_DRIFT__WINDOW_EVENTS": "1000",
+        "STREAMSCORE_DRIFT__MIN_WINDOW_EVENTS": "200",
         "STREAMSCORE_MODELS__DIR": str(settings.models.dir),
         "STREAMSCORE_METRICS__ENABLED": "false",
     }
@@ -89,7 +92,7 @@ def _run_until_idle(settings: Settings, home: Path) -> dict[str, Any]:
 def settings(make_settings: Any) -> Settings:
     s: Settings = make_settings()
     Admin(s.kafka).ensure_topics(
-        [s.topics.labels, s.topics.evaluation], partitions=3, replication_factor=1
+        [s.topics.labels, s.topics.evaluation, s.topics.drift], partitions=3, replication_factor=1
     )
     return s
 
@@ -395,3 +398,39 @@ def test_labels_that_never_reached_the_agent_are_read_back(make_settings: Any) -
     evaluator.refetched = 0
     messages = asyncio.run(evaluator.complete_batch([event(1), event(2), event(3)]))
     assert [o for _, o, _ in messages] == [1, 2, 3] and evaluator.refetched == 0
+
+
+def test_a_jump_in_the_champions_error_rate_raises_an_adwin_drift_event(
+    settings: Settings, classes: tuple[str, str], tmp_path: Path
+) -> None:
+    """Concept drift: 1 % errors, then 50 %; ADWIN on the evaluator's error stream sees it."""
+    negative, positive = classes
+    n = 6000
+    ids = [f"err-{k}" for k in range(n)]
+    truth = [positive if k % 3 == 0 else negative for k in range(n)]
+    flip = {positive: negative, negative: positive}
+    wrong = [k % 2 == 0 if k >= n // 2 else k % 100 == 0 for k in range(n)]
+    predicted = [flip[t] if w else t for t, w in zip(truth, wrong, strict=True)]
+    scores = [0.9 if p == positive else 0.1 for p in predicted]
+    PredictionStore(settings.redis).put_batch("champion", "1", ids, predicted, scores)
+    serde = topic_serde(settings, "labels")
+    records = [
+        {"event_id": e, "label": t, "value": None, "labelled_at": BASE_MS + 10 * k}
+        for k, (e, t) in enumerate(zip(ids, truth, strict=True))
+    ]
+    # One key: one partition, so the error stream keeps its order.
+    _publish(settings, serde.encode_many(records), [b"sensor-1"] * n)
+
+    summary = _run_until_idle(settings, tmp_path)
+    assert summary["labels_in"] == n
+    assert summary["drift_records"] >= 1
+
+    drift_serde = topic_serde(settings, "drift")
+    raw = read_topic_from_start(settings.kafka, settings.topics.drift, idle_s=1.5)
+    drift = [drift_serde.decode(r.value) for r in raw if r.value is not None]
+    error_events = [d for d in drift if d["detector"] == "adwin" and d["target"] == "error"]
+    assert error_events, f"no ADWIN error-stream drift event among {drift}"
+    opened = [d for d in error_events if d["status"] == "open"]
+    assert len(opened) == 1
+    assert opened[0]["model_version"] == "1"
+    assert opened[0]["window_first_offset"] >= n // 2 - 1000, "alarm before the change"
