@@ -254,7 +254,9 @@ def test_prometheus_config_scrapes_every_streamscore_process() -> None:
     port = MetricsSettings().port
     processor = jobs["streamscore-processor"]["dns_sd_configs"][0]
     assert "processor" in processor["names"] and processor["port"] == port
-    assert jobs["streamscore-evaluator"]["static_configs"][0]["targets"] == [f"evaluator:{port}"]
+    # The evaluator serves its metrics on metrics.port + 1 (streams.evaluator.run_evaluator).
+    evaluator = jobs["streamscore-evaluator"]["static_configs"][0]["targets"]
+    assert evaluator == [f"evaluator:{port + 1}"]
     exporter = jobs["streamscore-lag-exporter"]["static_configs"][0]["targets"]
     assert exporter == [f"lag-exporter:{port}"]
     # Job names the alert rules select on exist.
