@@ -69,13 +69,14 @@ def load_records(path: Path) -> list[dict[str, Any]]:
 
 def records_from_topic() -> list[dict[str, Any]]:
     """Every record of the drift topic, decoded in its configured format."""
-    from connectors.kafka import read_topic_values
+    from connectors.evaluation_reader import read_topic_from_start
     from connectors.schema_registry import topic_serde
     from streams.cli import settings as load_settings
 
     settings = load_settings()
     serde = topic_serde(settings, "drift")
-    return [serde.decode(v) for v in read_topic_values(settings.kafka, settings.topics.drift)]
+    records = read_topic_from_start(settings.kafka, settings.topics.drift, idle_s=2.0)
+    return [serde.decode(r.value) for r in records if r.value is not None]
 
 
 @app.command()
