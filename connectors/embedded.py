@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.errors import StackError
-from streams.settings import Settings
+from schemas.errors import StackError
+from schemas.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 The producer *latches* delivery errors: librdkafka reports them in a callback
 from ``poll``/``flush``, the first one is kept, and :meth:`Producer.flush`
-raises it. The commit protocol (``streams.checkpoint``) flushes before it
+raises it. The commit protocol (``streams.scoring.checkpoint``) flushes before it
 commits, so a record the broker did not acknowledge can never have its input
 offset committed.
 """
@@ -20,8 +20,8 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka import Producer as _Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.errors import DeliveryFailed, InfrastructureError
-from streams.settings import KafkaSettings
+from schemas.errors import DeliveryFailed, InfrastructureError
+from schemas.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaExcep
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from connectors.kafka import PartitionOffsets, TopicPartition
-from streams.errors import ConfigError, InfrastructureError
-from streams.settings import KafkaSettings
+from schemas.errors import ConfigError, InfrastructureError
+from schemas.settings import KafkaSettings
 
 __all__ = ["UnknownTopic", "group_lag", "list_groups"]
 

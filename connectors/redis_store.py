@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import redis
 
-from streams.errors import InfrastructureError
-from streams.settings import RedisSettings
+from schemas.errors import InfrastructureError
+from schemas.settings import RedisSettings
 
 
 class StoreUnavailable(InfrastructureError):

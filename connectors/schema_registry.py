@@ -13,10 +13,10 @@ from typing import Any
 
 import fastavro
 
-from schemas.registry import SCHEMA_NAMES, _strip_logical_types, schema_text
+from schemas.catalog import SCHEMA_NAMES, _strip_logical_types, schema_text
+from schemas.errors import ConfigError, InfrastructureError
 from schemas.serde import Serde, make_serde
-from streams.errors import ConfigError, InfrastructureError
-from streams.settings import Settings
+from schemas.settings import Settings
 
 
 def topic_serde(settings: Settings, role: str) -> Serde:

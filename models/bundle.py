@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from models.profile import ReferenceProfile
-from streams.errors import ModelError
+from schemas.errors import ModelError
 
 MODEL_FILE = "model.onnx"
 META_FILE = "bundle.json"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from streams.errors import ModelError, SignatureMismatch
+from schemas.errors import ModelError, SignatureMismatch
 
 _FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from models.bundle import BundleMeta, load_bundle
 from models.runtime import OnnxModel
-from streams.errors import SignatureMismatch
+from schemas.errors import SignatureMismatch
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,6 @@ turns records into bytes in the wire format configured per topic (schemaless
 Avro, Confluent wire format, or JSON).
 """
 
-from schemas.registry import SCHEMA_NAMES, load_schema, schema_text
+from schemas.catalog import SCHEMA_NAMES, load_schema, schema_text
 
 __all__ = ["SCHEMA_NAMES", "load_schema", "schema_text"]

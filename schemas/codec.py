@@ -16,7 +16,7 @@ Contracts (``tests/unit/test_codec.py`` checks them against fastavro):
   retry with the schema defaults filled in), so odd records get fastavro's bytes
   and fastavro's errors, only slower; :attr:`Codec.fallbacks` counts them.
 * **decode** returns the record fastavro returns, and raises
-  :class:`~streams.errors.DecodeError` for bytes that are not one record of the
+  :class:`~schemas.errors.DecodeError` for bytes that are not one record of the
   schema: truncated, trailing bytes, invalid UTF-8, negative or oversized
   lengths, union index out of range, block counts larger than the bytes left.
   It is stricter than fastavro where fastavro accepts junk, and rejects: a
@@ -62,7 +62,7 @@ from typing import Any, TypeAlias
 
 import fastavro
 
-from streams.errors import DecodeError
+from schemas.errors import DecodeError
 
 Record = dict[str, Any]
 BytesLike: TypeAlias = bytes | bytearray | memoryview
@@ -1071,7 +1071,7 @@ class Codec:
     """Encode/decode functions compiled for one record schema.
 
     Drop-in for ``AvroSerde``'s core: ``encode``, ``encode_many``, ``decode``
-    (raising :class:`~streams.errors.DecodeError`) and ``decode_many`` (the
+    (raising :class:`~schemas.errors.DecodeError`) and ``decode_many`` (the
     DecodeError in place of each bad record, so a batch never stops on one).
     """
 
@@ -1096,7 +1096,7 @@ class Codec:
 def compile_codec(schema: Any) -> Codec:
     """Compile a codec for a record schema (parsed by fastavro, or a plain dict).
 
-    Load our schemas with ``schemas.registry.load_schema(name)``: it strips the
+    Load our schemas with ``schemas.catalog.load_schema(name)``: it strips the
     logical types, which this compiler (like the pipeline) treats as plain ints.
     """
     parsed: Any = schema

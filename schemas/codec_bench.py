@@ -24,8 +24,8 @@ from typing import Any
 
 import fastavro
 
+from schemas.catalog import load_schema
 from schemas.codec import compile_codec
-from schemas.registry import load_schema
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z in epoch milliseconds
 FEATURES = [f"x{i}" for i in range(1, 10)]  # the Shuttle reference model's nine inputs

@@ -9,7 +9,7 @@
   ISO-8601 string.
 
 Records are plain dicts. Timestamps are ints (epoch milliseconds) everywhere in
-the pipeline: see ``schemas.registry`` for why.
+the pipeline: see ``schemas.catalog`` for why.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any, Protocol
 
 from fastavro import schemaless_reader, schemaless_writer
 
+from schemas.catalog import load_schema
 from schemas.codec import Codec, UnsupportedSchema, compile_codec
-from schemas.registry import load_schema
-from streams.errors import DecodeError
+from schemas.errors import DecodeError
 
 Record = dict[str, Any]
 

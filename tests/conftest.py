@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import Settings
+from schemas.settings import Settings
 
 
 def free_port() -> int:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streams.processor import Processor
-from streams.settings import Settings
+from schemas.settings import Settings
+from streams.scoring.processor import Processor
 
 pytestmark = pytest.mark.integration
 

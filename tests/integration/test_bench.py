@@ -11,8 +11,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from streams.bench import format_report, histogram_percentiles, markdown, run_bench
-from streams.settings import Settings
+from schemas.settings import Settings
+from streams.bench.harness import format_report, histogram_percentiles, markdown, run_bench
 from tests.integration.kafka_io import read_topic
 
 pytestmark = pytest.mark.integration

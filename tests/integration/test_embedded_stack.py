@@ -10,8 +10,8 @@ import pytest
 from connectors.embedded import EmbeddedStack, port_open
 from connectors.kafka import Admin
 from connectors.redis_store import ping
-from streams.errors import StackError
-from streams.settings import Settings
+from schemas.errors import StackError
+from schemas.settings import Settings
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,5 @@
 """The evaluator against the session's broker and Redis, run as a subprocess
-(``python -m streams.evaluator``) the way an operator runs it.
+(``python -m streams.evaluation.evaluator``) the way an operator runs it.
 
 Predictions with known correctness are written to the prediction store, labels
 are published (plus unknown, undecodable and empty ones), and the evaluation
@@ -28,15 +28,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from connectors.evaluation_reader import read_topic_from_start
 from connectors.kafka import Admin, Producer
 from connectors.redis_store import PredictionStore
 from connectors.schema_registry import topic_serde
+from connectors.topic_reader import read_topic_from_start
 from models.bundle import load_bundle
-from streams.evaluator import EvaluatorOptions, build_evaluator, latest_report
-from streams.quality import tumbling_starts
-from streams.settings import Settings
-from streams.verdict import discordant_log_e_values
+from schemas.settings import Settings
+from streams.evaluation.evaluator import EvaluatorOptions, build_evaluator, latest_report
+from streams.evaluation.quality import tumbling_starts
+from streams.evaluation.verdict import discordant_log_e_values
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ def _env(settings: Settings, home: Path) -> dict[str, str]:
 
 def _command(settings: Settings, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "streams.evaluator",
+        sys.executable, "-m", "streams", "evaluate",
         "--app-id", f"{settings.processor.group_id}-evaluator",
         "--emit-interval", "0.5",
         "--tumbling", str(TUMBLING_MS / 1000), "--hopping", str(HOPPING_MS / 1000),

@@ -31,18 +31,17 @@ from typer.testing import CliRunner
 from connectors.embedded import EmbeddedStack
 from connectors.kafka import Admin, Consumer, PartitionOffsets
 from connectors.lag import UnknownTopic, group_lag, list_groups
-from streams.cli_ops import (
+from schemas.errors import InfrastructureError
+from schemas.settings import KafkaSettings, RedisSettings, Settings
+from streams.cli.ops import lag_table, ops_app
+from streams.ops.lag import (
     LOWER_BOUND_NOTE,
     GroupLagCollector,
     LagRow,
     LagSample,
     lag_rows,
-    lag_table,
-    ops_app,
     watch_lag,
 )
-from streams.errors import InfrastructureError
-from streams.settings import KafkaSettings, RedisSettings, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -359,7 +358,7 @@ def test_lag_exporter_command_serves_metrics_and_stops_on_sigterm(settings: Sett
     group = fresh_group()
     port = free_port()
     env = {**os.environ, **env_for(settings)}
-    command = [sys.executable, "-m", "streams.cli_ops", "lag-exporter"]
+    command = [sys.executable, "-m", "streams", "lag-exporter"]
     command += ["-g", group, "-t", topic, "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

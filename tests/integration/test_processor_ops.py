@@ -25,12 +25,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from connectors.kafka import Consumer
 from connectors.lag import group_lag
 from connectors.source import ProduceReport, SourceOptions
+from schemas.errors import ConfigError
 from schemas.serde import AvroSerde
-from streams.errors import ConfigError
-from streams.metrics import serve
-from streams.processor import Processor
-from streams.runner import build_processor, ensure_topics, run_processor, run_source
-from streams.settings import Settings
+from schemas.settings import Settings
+from streams.ops.metrics import serve
+from streams.scoring.compose import build_processor, ensure_topics, run_processor, run_source
+from streams.scoring.processor import Processor
 from tests.conftest import free_port
 from tests.integration.kafka_io import read_topic, running, wait_until
 

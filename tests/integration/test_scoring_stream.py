@@ -20,7 +20,7 @@ from models.bundle import load_bundle
 from models.datasets import shuttle
 from models.runtime import OnnxModel
 from schemas.serde import AvroSerde
-from streams.runner import ensure_topics, run_processor, run_source
+from streams.scoring.compose import ensure_topics, run_processor, run_source
 from tests.integration.kafka_io import read_topic
 
 pytestmark = pytest.mark.integration

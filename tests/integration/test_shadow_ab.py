@@ -31,10 +31,10 @@ from connectors.source import ProduceReport, SourceOptions
 from models.bundle import META_FILE
 from models.runtime import OnnxModel, Scores
 from schemas.serde import AvroSerde
-from streams.metrics import serve
-from streams.processor import Processor
-from streams.runner import build_processor, ensure_topics, run_source
-from streams.settings import Settings
+from schemas.settings import Settings
+from streams.ops.metrics import serve
+from streams.scoring.compose import build_processor, ensure_topics, run_source
+from streams.scoring.processor import Processor
 from tests.conftest import free_port
 from tests.integration.kafka_io import read_topic, running, sample, wait_until
 

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from streams import checkpoint as checkpoint_module
-from streams.checkpoint import Checkpoint
-from streams.errors import DeliveryFailed
+from schemas.errors import DeliveryFailed
+from streams.scoring import checkpoint as checkpoint_module
+from streams.scoring.checkpoint import Checkpoint
 
 
 class Journal:

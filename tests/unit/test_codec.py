@@ -23,9 +23,9 @@ import fastavro
 import numpy as np
 import pytest
 
+from schemas.catalog import SCHEMA_NAMES, load_schema
 from schemas.codec import Codec, UnsupportedSchema, compile_codec
-from schemas.registry import SCHEMA_NAMES, load_schema
-from streams.errors import DecodeError
+from schemas.errors import DecodeError
 
 NAMES = sorted(SCHEMA_NAMES.values())
 #: Types and shapes our topic schemas do not use, for the same checks.

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-import streams.drift
+import streams.drift.monitor
 from models.datasets import shuttle
 from models.profile import FeatureProfile, ReferenceProfile, build_profile
 from models.train import split
+from schemas.errors import ConfigError
 from schemas.serde import AvroSerde
-from streams.drift import (
+from streams.drift.monitor import (
     DEFAULT_EPSILON,
     AdwinMonitor,
     DriftMonitor,
@@ -31,7 +32,6 @@ from streams.drift import (
     Windower,
     psi,
 )
-from streams.errors import ConfigError
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 
@@ -511,7 +511,7 @@ def test_monitor_contract_errors_and_disabled() -> None:
 
 
 def test_docstring_examples() -> None:
-    result = doctest.testmod(streams.drift, optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(streams.drift.monitor, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 10
     assert result.failed == 0
 
@@ -520,7 +520,7 @@ def test_docstring_examples() -> None:
 
 
 def test_quick_bench_reports_numbers_and_meets_the_targets() -> None:
-    from streams.drift_bench import CHANGES, format_table, run_drift_bench
+    from streams.drift.bench import CHANGES, format_table, run_drift_bench
 
     result = run_drift_bench(seed=7, quick=True)
     rows = {(r["detector"], r["change"]): r for r in result["rows"]}

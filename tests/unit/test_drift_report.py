@@ -11,9 +11,9 @@ import numpy as np
 from typer.testing import CliRunner
 
 from models.profile import FeatureProfile, ReferenceProfile
-from streams.cli_drift import app, load_records
-from streams.drift import DriftMonitor, DriftSettings
-from streams.drift_report import incidents, render_drift_report
+from streams.cli.drift import app, load_records
+from streams.drift.monitor import DriftMonitor, DriftSettings
+from streams.drift.report import incidents, render_drift_report
 
 T0 = 1_704_067_200_000
 

@@ -16,9 +16,10 @@ import pytest
 
 from connectors.redis_store import PredictionStore
 from schemas.serde import AvroSerde, JsonSerde
-from streams import quality
-from streams.evaluator import Evaluator, EvaluatorOptions, build_evaluator
-from streams.quality import (
+from schemas.settings import ModelSettings, Settings
+from streams.evaluation import quality
+from streams.evaluation.evaluator import Evaluator, EvaluatorOptions, build_evaluator
+from streams.evaluation.quality import (
     CLASSIFICATION,
     INVALID,
     REGRESSION,
@@ -41,8 +42,11 @@ from streams.quality import (
     summarise_evaluations,
     tumbling_starts,
 )
-from streams.settings import ModelSettings, Settings
-from streams.verdict import PairedComparison, PairedLossComparison, discordant_log_e_values
+from streams.evaluation.verdict import (
+    PairedComparison,
+    PairedLossComparison,
+    discordant_log_e_values,
+)
 
 
 def test_doctests() -> None:
@@ -87,7 +91,7 @@ def test_window_spec_validates_and_shapes() -> None:
 
 
 def test_cli_window_defaults_match_the_spec() -> None:
-    from streams.cli_evaluate import _DEFAULT_WINDOWS
+    from streams.cli.evaluate import _DEFAULT_WINDOWS
 
     spec = WindowSpec()
     expected = (spec.tumbling_s, spec.hopping_s, spec.hop_s, spec.grace_s, spec.retention_s)
@@ -523,9 +527,9 @@ def test_labels_without_any_prediction_still_reach_the_topic(evaluator: Evaluato
 def test_broker_credentials_follow_the_security_protocol() -> None:
     import faust
 
-    from streams.errors import ConfigError
-    from streams.evaluator import broker_credentials
-    from streams.settings import KafkaSettings
+    from schemas.errors import ConfigError
+    from schemas.settings import KafkaSettings
+    from streams.evaluation.evaluator import broker_credentials
 
     assert broker_credentials(KafkaSettings()) is None
     sasl = broker_credentials(
@@ -545,7 +549,7 @@ def test_broker_credentials_follow_the_security_protocol() -> None:
 
 
 def test_positive_class_is_the_last_class(tmp_path: Path) -> None:
-    from streams.evaluator import positive_class
+    from streams.evaluation.evaluator import positive_class
 
     settings = Settings(home=tmp_path, models=ModelSettings(dir=tmp_path / "none"))
     assert positive_class(settings, ("neg", "pos")) == ("pos", "classification")

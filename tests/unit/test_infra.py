@@ -33,9 +33,9 @@ import numpy as np
 import pytest
 import yaml
 
-from streams.cli_ops import GroupLagCollector
-from streams.metrics import Health, Metrics, serve
-from streams.settings import MetricsSettings, Settings, TopicSettings
+from schemas.settings import MetricsSettings, Settings, TopicSettings
+from streams.ops.lag import GroupLagCollector
+from streams.ops.metrics import Health, Metrics, serve
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -50,7 +50,7 @@ DOCKERFILE = INFRA / "Dockerfile"
 
 #: Series Prometheus itself creates, which rules and panels may use.
 PROMETHEUS_BUILTINS = {"up", "ALERTS", "ALERTS_FOR_STATE"}
-#: Settings the compose file may set before streams.settings defines them (they
+#: Settings the compose file may set before schemas.settings defines them (they
 #: arrive with the MLflow model registry); checked like the others once defined.
 PENDING_SETTINGS = {("registry", "tracking_uri"), ("models", "source")}
 
@@ -254,7 +254,7 @@ def test_prometheus_config_scrapes_every_streamscore_process() -> None:
     port = MetricsSettings().port
     processor = jobs["streamscore-processor"]["dns_sd_configs"][0]
     assert "processor" in processor["names"] and processor["port"] == port
-    # The evaluator serves its metrics on metrics.port + 1 (streams.evaluator.run_evaluator).
+    # The evaluator serves its metrics on metrics.port + 1 (see run_evaluator).
     evaluator = jobs["streamscore-evaluator"]["static_configs"][0]["targets"]
     assert evaluator == [f"evaluator:{port + 1}"]
     exporter = jobs["streamscore-lag-exporter"]["static_configs"][0]["targets"]
@@ -498,7 +498,7 @@ def _get_json(url: str) -> dict[str, Any]:
 def test_real_prometheus_scrapes_a_streamscore_endpoint_and_evaluates_rules_and_panels(
     tmp_path: Path,
 ) -> None:
-    """A real Prometheus scrapes streams.metrics.serve, evaluates alerts.yml (one alert
+    """A real Prometheus scrapes streams.ops.metrics.serve, evaluates alerts.yml (one alert
     fires) and runs every dashboard query without error."""
     prometheus = needs("prometheus")
     metrics, health = Metrics(), Health()

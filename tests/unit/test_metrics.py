@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.metrics import BatchHistogram, Health, Metrics, serve
+from streams.ops.metrics import BatchHistogram, Health, Metrics, serve
 
 
 def samples(exposition: bytes, family: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -22,7 +22,7 @@ from models.bundle import MODEL_FILE
 from models.datasets import shuttle
 from models.serving import ServingModel
 from schemas.serde import AvroSerde, JsonSerde, Serde
-from streams.pipeline import (
+from streams.scoring.pipeline import (
     DLQ_HEADER_PREFIX,
     RawBatch,
     ScoringPipeline,

@@ -22,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 import models.card
-from connectors.registry import (
+from connectors.model_registry import (
     CHALLENGER,
     CHAMPION,
     PREVIOUS_CHAMPION,
@@ -32,9 +32,9 @@ from connectors.registry import (
 )
 from models.bundle import MODEL_FILE, load_bundle
 from models.datasets import shuttle
-from schemas.registry import load_schema, schema_text
-from streams.cli_models import app, train_models
-from streams.errors import ConfigError, ModelError, SignatureMismatch
+from schemas.catalog import load_schema, schema_text
+from schemas.errors import ConfigError, ModelError, SignatureMismatch
+from streams.cli.models import app, train_models
 
 NAME = "shuttle-test"
 
@@ -250,7 +250,7 @@ def test_unavailable_registry_serves_the_cached_version_and_says_so(
     else:  # a home whose registry database was deleted
         down = ModelRegistry.open(tmp_path / "empty-home", cache_dir=cache)
 
-    with caplog.at_level(logging.WARNING, logger="connectors.registry"):
+    with caplog.at_level(logging.WARNING, logger="connectors.model_registry"):
         served = down.fetch(NAME, CHAMPION)
     assert (served.version, served.path, served.offline) == (reg.champion, warm.path, True)
     assert not served.downloaded

@@ -18,7 +18,7 @@ from models.bundle import BundleMeta
 from models.profile import build_profile
 from models.runtime import OnnxModel
 from models.serving import ServingModel
-from streams.errors import ModelError, SignatureMismatch
+from schemas.errors import ModelError, SignatureMismatch
 
 OPSET = {"": 17, "ai.onnx.ml": 3}
 NAMES = ["f0", "f1", "f2", "f3"]

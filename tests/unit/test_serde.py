@@ -13,9 +13,9 @@ from typing import Any
 import fastavro
 import pytest
 
-from schemas.registry import SCHEMA_NAMES, _strip_logical_types, load_schema, schema_text
+from schemas.catalog import SCHEMA_NAMES, _strip_logical_types, load_schema, schema_text
+from schemas.errors import DecodeError
 from schemas.serde import AvroSerde, ConfluentAvroSerde, JsonSerde, make_serde
-from streams.errors import DecodeError
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z in epoch milliseconds
 

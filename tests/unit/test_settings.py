@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from streams.settings import (
+from schemas.settings import (
     EMBEDDED_KAFKA,
     EMBEDDED_REDIS,
     KafkaSettings,

@@ -22,7 +22,7 @@ from connectors.source import (
 from models.datasets import shuttle
 from models.serving import ServingModel
 from schemas.serde import AvroSerde, JsonSerde, Serde
-from streams.pipeline import ScoringPipeline, raw_batch_from
+from streams.scoring.pipeline import ScoringPipeline, raw_batch_from
 
 T0 = 1_704_067_200_000
 NAMES = ["a", "b", "c"]

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from schemas.errors import Rejection
 from schemas.serde import AvroSerde, JsonSerde
-from streams.errors import Rejection
-from streams.stages import EventBatch, build_matrix, check_sizes, decode_events
+from streams.scoring.stages import EventBatch, build_matrix, check_sizes, decode_events
 
 NAMES = ["b", "a", "c"]  # feature order of the model: deliberately not alphabetical
 LO = np.array([0.0, -1.0, 10.0])

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from streams import verdict as verdict_module
-from streams.verdict import (
+from streams.evaluation import verdict as verdict_module
+from streams.evaluation.verdict import (
     PairedComparison,
     PairedLossComparison,
     Verdict,

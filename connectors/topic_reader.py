@@ -3,7 +3,7 @@
 * :func:`read_topic_from_start` — a whole topic from the beginning: the report
   wants the newest evaluation records, whatever consumed them before;
 * :func:`read_partition_range` — a range of one partition: the evaluator reads
-  back labels its Faust consumer skipped (see ``streams.evaluator``).
+  back labels its Faust consumer skipped (see ``streams.evaluation.evaluator``).
 
 Neither commits. Both stop once no record came for ``idle_s`` seconds, never at
 the reported end offset (the embedded broker understates it).
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from streams.errors import InfrastructureError
-from streams.settings import KafkaSettings
+from schemas.errors import InfrastructureError
+from schemas.settings import KafkaSettings
 
 
 @dataclass(frozen=True, slots=True)

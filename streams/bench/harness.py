@@ -5,7 +5,7 @@ Phases (fresh topics and consumer groups for each, so none sees another's record
 
 1. **preload** N Avro sensor events (the source's :class:`~connectors.source.EventFactory`)
    into a fresh input topic;
-2. **pipeline**: the processor exactly as :func:`streams.runner.build_processor` wires it
+2. **pipeline**: the processor exactly as :func:`streams.scoring.compose.build_processor` wires it
    (every side path the settings turn on), over the N events. The records it produces per
    input, by topic role, are read from its own ``streamscore_records_produced_total``;
 3. **pass-through limit**: the processor's own consumer, producer and checkpoint
@@ -83,17 +83,17 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from models.runtime import OnnxModel, Scores
-from streams.checkpoint import Checkpoint
-from streams.errors import StreamscoreError
-from streams.metrics import LATENCY_BUCKETS, BatchHistogram, Metrics
-from streams.settings import Settings
+from schemas.errors import StreamscoreError
+from schemas.settings import Settings
+from streams.ops.metrics import LATENCY_BUCKETS, BatchHistogram, Metrics
+from streams.scoring.checkpoint import Checkpoint
 
 if TYPE_CHECKING:
     from connectors.kafka import Message
     from connectors.source import EventFactory
     from models.serving import ServingModel
     from schemas.serde import Record, Serde
-    from streams.processor import Processor
+    from streams.scoring.processor import Processor
 
 log = logging.getLogger(__name__)
 
@@ -426,7 +426,7 @@ def run_pipeline(
     name: str = "pipeline",
 ) -> LoopRun:
     """The processor as the composition root builds it, over ``events`` input events."""
-    from streams.runner import build_processor
+    from streams.scoring.compose import build_processor
 
     processor = build_processor(settings)
     if prepare is not None:
@@ -471,7 +471,7 @@ class PassThrough:
     """
 
     def __init__(self, settings: Settings, champion: ServingModel, fan_out: dict[str, int]) -> None:
-        from streams.processor import Processor
+        from streams.scoring.processor import Processor
 
         shell = Processor.from_settings(settings, champion)
         self.settings = settings
@@ -666,7 +666,7 @@ class Samples:
 
 def samples_from(processor: Processor, factory: EventFactory) -> Samples:
     """Decoded events, their encoded outputs and their scores, from the real pipeline."""
-    from streams.pipeline import raw_batch_from
+    from streams.scoring.pipeline import raw_batch_from
 
     now = int(time.time() * 1000)
     records = [factory.event(n, now) for n in range(CANNED_POOL)]
@@ -786,7 +786,7 @@ class Topics:
         return self.settings.model_copy(update={"topics": topics})
 
     def create(self, settings: Settings) -> None:
-        from streams.runner import ensure_topics
+        from streams.scoring.compose import ensure_topics
 
         self.created += ensure_topics(settings)
 
@@ -817,8 +817,8 @@ def preload(settings: Settings, events: int, run_id: str) -> tuple[dict[str, Any
     """Publish ``events`` valid Avro sensor events to the phase's input topic."""
     from connectors.kafka import Producer
     from connectors.source import SourceOptions, produce_events
-    from streams.processor import client_id
-    from streams.runner import event_factory
+    from streams.scoring.compose import event_factory
+    from streams.scoring.processor import client_id
 
     factory = event_factory(settings, SourceOptions(count=events, run_id=run_id), None)
     producer = Producer(
@@ -859,8 +859,8 @@ def _paced_source(
     """
     from connectors.kafka import Producer
     from connectors.source import SourceOptions
-    from streams.processor import client_id
-    from streams.runner import event_factory
+    from streams.scoring.compose import event_factory
+    from streams.scoring.processor import client_id
 
     factory = event_factory(settings, SourceOptions(count=count, run_id=run_id), None)
     pool = [factory.event(n, 0) for n in range(min(count, PACED_POOL))]
@@ -918,7 +918,7 @@ def _observe(
     """Child process: a consumer subscribed to the predictions topic, noting arrival times."""
     from connectors.kafka import Consumer
     from connectors.schema_registry import topic_serde
-    from streams.processor import client_id
+    from streams.scoring.processor import client_id
 
     consumer = Consumer(
         settings.kafka,
@@ -960,7 +960,7 @@ def _observe(
 
 def _soak_processor(settings: Settings, events: int, interval_s: float, out: MpQueue[Any]) -> None:
     """Child process: the pipeline over ``events`` events, its RSS sampled every interval."""
-    from streams.runner import build_processor
+    from streams.scoring.compose import build_processor
 
     before = rss_bytes()
     processor = build_processor(settings)
@@ -1170,8 +1170,8 @@ def soak_run(topics: Topics, events: int, run_id: str, progress: Progress) -> di
     """The pipeline in a process of its own over ``events`` events fed as fast as possible."""
     from connectors.kafka import Producer
     from connectors.source import SourceOptions, produce_events
-    from streams.processor import client_id
-    from streams.runner import event_factory
+    from streams.scoring.compose import event_factory
+    from streams.scoring.processor import client_id
 
     settings = topics.phase("soak")
     ctx = multiprocessing.get_context("spawn")

@@ -74,8 +74,8 @@ import numpy as np
 from river import drift as river_drift
 
 from models.profile import ReferenceProfile
-from streams.errors import ConfigError
-from streams.settings import DriftSettings, FeatureThresholds
+from schemas.errors import ConfigError
+from schemas.settings import DriftSettings, FeatureThresholds
 
 Severity = Literal["none", "warning", "alert"]
 Status = Literal["open", "update", "closed", "retrain_requested"]

@@ -28,8 +28,8 @@ from typing import Protocol
 
 from models.bundle import bundle_exists, load_bundle
 from models.serving import ServingModel
-from streams.errors import InfrastructureError, ModelError, SignatureMismatch
-from streams.settings import Settings
+from schemas.errors import InfrastructureError, ModelError, SignatureMismatch
+from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,10 @@ class FileModelSource:
 
 
 class RegistryModelSource:
-    """MLflow aliases through ``connectors.registry`` (imported lazily: MLflow is heavy)."""
+    """MLflow aliases through ``connectors.model_registry`` (imported lazily: MLflow is heavy)."""
 
     def __init__(self, settings: Settings) -> None:
-        from connectors.registry import ModelRegistry
+        from connectors.model_registry import ModelRegistry
 
         r = settings.registry
         self.model_name = r.model_name
@@ -108,7 +108,7 @@ class RegistryModelSource:
         }
 
     def load(self, role: str) -> ServingModel:
-        from connectors.registry import RegistryError
+        from connectors.model_registry import RegistryError
 
         try:
             fetched = self.registry.fetch(self.model_name, role)

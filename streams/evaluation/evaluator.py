@@ -4,7 +4,7 @@ Faust tables, and the champion-vs-challenger verdict (faust-streaming).
 ::
 
     sensor.labels ─► take a batch ─► decode ─► Redis prediction store (one pipelined call)
-        ─► score each variant (streams.quality) ─► Faust tables ─► sensor.evaluation
+        ─► score each variant (streams.evaluation.quality) ─► Faust tables ─► sensor.evaluation
 
 It only ever sees labels, never the scoring path (Faust passes ~3,000 events/s
 here; the scoring loop does far more).
@@ -47,7 +47,7 @@ faust-streaming 0.15 ``on_window_close`` never receives the window's value
 (see the note in ``faust/tables/base.py::_del_old_keys``). Here a window is a
 plain table key; it closes when the event-time watermark passes its end plus
 a grace period, is emitted then, re-emitted if a late label changes it, and
-dropped after a retention period (:class:`streams.quality.WindowSpec`).
+dropped after a retention period (:class:`streams.evaluation.quality.WindowSpec`).
 
 **Faust and broker facts this relies on.** Tables use ``use_partitioner=True``: the
 changelog partition is the key's hash, not the current event's partition, so a
@@ -72,22 +72,23 @@ import sys
 import time
 from collections import Counter as TallyCounter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from connectors.evaluation_reader import read_partition_range, read_topic_from_start
 from connectors.kafka import Admin
 from connectors.redis_store import PredictionStore, StoreUnavailable
 from connectors.schema_registry import topic_serde
+from connectors.topic_reader import read_partition_range, read_topic_from_start
 from models.bundle import bundle_exists, load_bundle
+from schemas.errors import ConfigError, DecodeError, InfrastructureError
 from schemas.serde import Serde
-from streams.drift import DriftMonitor
-from streams.errors import ConfigError, DecodeError, InfrastructureError
-from streams.quality import (
+from schemas.settings import KafkaSettings, Settings
+from streams.drift.monitor import DriftMonitor
+from streams.evaluation.quality import (
     CLASSIFICATION,
     LABEL_OUTCOMES,
     LabelBatch,
@@ -111,8 +112,7 @@ from streams.quality import (
     score_variant,
     summarise_evaluations,
 )
-from streams.settings import KafkaSettings, Settings, load_settings
-from streams.verdict import Verdict
+from streams.evaluation.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -972,7 +972,7 @@ def build_evaluator(
     exit_when_idle: float | None = None,
     metrics: EvaluatorMetrics | None = None,
 ) -> EvaluatorApp:
-    """The Faust app and the evaluator behind it (see :func:`make_app`)."""
+    """The Faust app and the evaluator behind it."""
     options = options or EvaluatorOptions()
     kafka = settings.kafka
     datadir = settings.home / "evaluator"
@@ -1032,26 +1032,6 @@ def build_evaluator(
             await evaluator.check_idle(exit_when_idle)
 
     return EvaluatorApp(app, evaluator)
-
-
-def make_app(
-    settings: Settings,
-    *,
-    store: PredictionStore | None = None,
-    variants: tuple[str, ...] = ("champion", "challenger"),
-    windows: WindowSpec | None = None,
-    options: EvaluatorOptions | None = None,
-) -> Any:
-    """The evaluator as a ``faust.App``.
-
-    :func:`run_evaluator` is the supported way to run it (topics ensured, the
-    partition count read from the labels topic, idle exit, failures raised).
-    Under a plain ``faust.Worker`` a failed batch stops consumption (nothing is
-    acked past it) but not the worker.
-    """
-    options = options or EvaluatorOptions()
-    options = replace(options, variants=variants, windows=windows or options.windows)
-    return build_evaluator(settings, store=store, options=options).app
 
 
 def _label_partitions(settings: Settings) -> int:
@@ -1127,7 +1107,7 @@ def latest_report(
     settings: Settings, *, idle_s: float = 1.0, timeout_s: float = 30.0
 ) -> dict[str, Any]:
     """The newest evaluation records of ``sensor.evaluation``, summarised for
-    ``streamscore shadow report`` (see :func:`streams.quality.summarise_evaluations`)."""
+    ``streamscore shadow report`` (see :func:`streams.evaluation.quality.summarise_evaluations`)."""
     serde = topic_serde(settings, "evaluation")
     raw = read_topic_from_start(
         settings.kafka, settings.topics.evaluation, idle_s=idle_s, timeout_s=timeout_s
@@ -1145,22 +1125,3 @@ def latest_report(
     report["topic"] = settings.topics.evaluation
     report["undecodable"] = undecodable
     return report
-
-
-def main() -> None:
-    """``python -m streams.evaluator [OPTIONS]``: the ``streamscore evaluate`` command on its
-    own (settings from the environment and ``streamscore.toml``)."""
-    import typer
-
-    from streams.cli_evaluate import evaluate
-
-    logging.basicConfig(
-        level=load_settings().log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    typer.run(evaluate)
-
-
-if __name__ == "__main__":
-    main()

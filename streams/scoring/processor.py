@@ -2,10 +2,10 @@
 
     poll a micro-batch → ScoringPipeline (decode, validate, score, encode)
     → produce predictions, audit events and dead letters
-    → side paths (shadow challenger, drift) → checkpoint (streams.checkpoint)
+    → side paths (shadow challenger, drift) → checkpoint (streams.scoring.checkpoint)
 
-The loop reads top to bottom; the work is in ``streams.pipeline`` and the
-commit protocol in ``streams.checkpoint``. Infrastructure failures propagate:
+The loop reads top to bottom; the work is in ``streams.scoring.pipeline`` and the
+commit protocol in ``streams.scoring.checkpoint``. Infrastructure failures propagate:
 the process exits non-zero without committing, and a restart replays from the
 last checkpoint. SIGTERM / SIGINT finish the current batch, flush, commit and
 return normally.
@@ -30,13 +30,13 @@ import numpy as np
 
 from connectors.kafka import Consumer, Message, Producer, TopicPartition
 from models.serving import ServingModel
-from streams.checkpoint import Checkpoint
-from streams.lifecycle import ModelWatcher
-from streams.metrics import Health, Metrics
-from streams.pipeline import BatchOutput, RawBatch, ScoringPipeline
-from streams.routing import ABRouting
-from streams.settings import Settings
-from streams.shadow import ShadowScorer
+from schemas.settings import Settings
+from streams.ops.metrics import Health, Metrics
+from streams.scoring.checkpoint import Checkpoint
+from streams.scoring.model_watcher import ModelWatcher
+from streams.scoring.pipeline import BatchOutput, RawBatch, ScoringPipeline
+from streams.scoring.routing import ABRouting
+from streams.scoring.shadow import ShadowScorer
 
 log = logging.getLogger(__name__)
 

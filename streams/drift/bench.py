@@ -1,6 +1,6 @@
 """Drift detection quality, measured on seeded streams with known change points.
 
-``streamscore drift bench`` runs :class:`~streams.drift.DriftMonitor` with its
+``streamscore drift bench`` runs :class:`~streams.drift.monitor.DriftMonitor` with its
 default settings (10,000-event windows, PSI 0.1 / 0.25, ADWIN delta 0.002) over:
 
 * **Shuttle streams** — rows sampled with replacement from the reference split
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from models.profile import ReferenceProfile, build_profile
-from streams.drift import DriftMonitor, DriftSettings
+from streams.drift.monitor import DriftMonitor, DriftSettings
 
 SIGMA_SHIFTS = (0.25, 0.5, 1.0, 2.0)
 #: Events per millisecond of synthetic event time (50k events/s).

@@ -1,6 +1,6 @@
 """Label-joined model quality, pure: accumulators, windows, the label join, paired state.
 
-The evaluator (:mod:`streams.evaluator`) keeps what this module computes in
+The evaluator (:mod:`streams.evaluation.evaluator`) keeps what this module computes in
 Faust tables; nothing here knows about Faust, Kafka or Redis, so every number
 is unit-tested with exact values.
 
@@ -35,9 +35,9 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from schemas.errors import DecodeError
 from schemas.serde import Serde
-from streams.errors import DecodeError
-from streams.verdict import (
+from streams.evaluation.verdict import (
     DEFAULT_CONCENTRATION,
     Metric,
     PairedComparison,
@@ -542,7 +542,7 @@ def group_indices(keys: Iterable[Any]) -> dict[Any, list[int]]:
 
 @dataclass(frozen=True, slots=True)
 class VerdictPolicy:
-    """How the champion-vs-challenger verdict is reached (see :mod:`streams.verdict`)."""
+    """How the champion-vs-challenger verdict is reached (see :mod:`streams.evaluation.verdict`)."""
 
     alpha: float = 0.05
     min_samples: int = 100

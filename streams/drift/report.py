@@ -1,7 +1,7 @@
 """A self-contained HTML page of drift records, so a person can look instead of read.
 
 :func:`render_drift_report` takes DriftEvent dicts (as produced by
-:class:`streams.drift.DriftMonitor` or read back from ``sensor.drift``) and returns
+:class:`streams.drift.monitor.DriftMonitor` or read back from ``sensor.drift``) and returns
 one HTML document: inline CSS and SVG only, no scripts, no external assets, so it
 can be mailed, attached to a ticket or opened offline. Sections:
 

@@ -10,16 +10,29 @@ no other module reads the environment.
 
 from __future__ import annotations
 
+import os
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from schemas.errors import ConfigError
 
 Format = Literal["avro", "avro-confluent", "json"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -33,6 +46,8 @@ class Section(BaseModel):
 
 EMBEDDED_KAFKA = "127.0.0.1:9092"
 EMBEDDED_REDIS = "redis://127.0.0.1:6379/0"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+ENV_PREFIX = "STREAMSCORE_"
 
 
 class KafkaSettings(Section):
@@ -167,6 +182,15 @@ class RedisSettings(Section):
     embedded: bool | None = None
     password: SecretStr | None = None
 
+    @field_validator("url")
+    @classmethod
+    def _has_scheme(cls, url: str) -> str:
+        if not url.startswith(REDIS_SCHEMES):
+            raise ValueError(
+                f"a Redis URL starts with {', '.join(REDIS_SCHEMES)} (e.g. {EMBEDDED_REDIS})"
+            )
+        return url
+
     @property
     def is_embedded(self) -> bool:
         if self.embedded is not None:
@@ -219,20 +243,27 @@ class RegistrySettings(Section):
     probe_timeout_s: float = Field(default=2.0, gt=0)
 
 
-class FeatureThresholds(Section):
-    """PSI thresholds of one feature (overrides the defaults of :class:`DriftSettings`)."""
+class _OrderedThresholds(Section):
+    """A warning and an alert threshold, the alert never below the warning."""
 
-    warning: float = Field(gt=0)
-    alert: float = Field(gt=0)
+    warning: float
+    alert: float
 
     @model_validator(mode="after")
-    def _ordered(self) -> FeatureThresholds:
+    def _ordered(self) -> Self:
         if self.alert < self.warning:
             raise ValueError("alert threshold below the warning threshold")
         return self
 
 
-class DriftSettings(Section):
+class FeatureThresholds(_OrderedThresholds):
+    """PSI thresholds of one feature (overrides the defaults of :class:`DriftSettings`)."""
+
+    warning: float = Field(gt=0)
+    alert: float = Field(gt=0)
+
+
+class DriftSettings(_OrderedThresholds):
     """How the processor (or evaluator) watches drift. One sub-config of the settings."""
 
     enabled: bool = True
@@ -261,12 +292,6 @@ class DriftSettings(Section):
     #: Emit ``retrain_requested`` once alert-level drift lasts this many windows.
     retrain_after_windows: int | None = Field(default=None, ge=1)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> DriftSettings:
-        if self.alert < self.warning:
-            raise ValueError("alert threshold below the warning threshold")
-        return self
-
     def thresholds_for(self, feature: str) -> FeatureThresholds:
         return self.thresholds.get(
             feature, FeatureThresholds(warning=self.warning, alert=self.alert)
@@ -285,7 +310,7 @@ class Settings(BaseSettings):
     """Everything streamscore can be told. See the README for each field."""
 
     model_config = SettingsConfigDict(
-        env_prefix="STREAMSCORE_",
+        env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         toml_file="streamscore.toml",
         extra="forbid",
@@ -319,11 +344,81 @@ class Settings(BaseSettings):
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Read settings once. ``overrides`` are CLI flags as nested dicts (highest precedence)."""
-    if config_file is not None:
+    """Read settings once. ``overrides`` are CLI flags as nested dicts (highest precedence).
 
-        class _FromFile(Settings):
-            model_config = SettingsConfigDict(toml_file=config_file)
+    A missing ``config_file``, invalid TOML or an unknown ``STREAMSCORE_*`` variable is a
+    :class:`ConfigError`; a value that does not validate is pydantic's ``ValidationError``
+    (:func:`describe_validation_error` makes one line of it).
+    """
+    check_environment(os.environ)
+    if config_file is None:
+        _check_toml(Path("streamscore.toml"))
+        return Settings(**overrides)
+    if not config_file.is_file():
+        raise ConfigError(
+            f"config file {config_file} does not exist; give an existing TOML file to --config "
+            "or leave the option out to use ./streamscore.toml"
+        )
+    _check_toml(config_file)
 
-        return _FromFile(**overrides)
-    return Settings(**overrides)
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=config_file)
+
+    return _FromFile(**overrides)
+
+
+def _check_toml(path: Path) -> None:
+    if not path.is_file():
+        return
+    try:
+        tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse ``STREAMSCORE_*`` variables that name no setting (pydantic ignores them)."""
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        model: type[BaseModel] | None = Settings
+        for depth, part in enumerate(path):
+            if model is None:
+                break  # below a dict-valued setting: any key is allowed
+            fields = model.model_fields
+            if part not in fields:
+                where = ".".join(path[:depth]) or "the top level"
+                raise ConfigError(
+                    f"unknown environment variable {name}: {where} has no setting {part!r} "
+                    f"(known: {', '.join(sorted(fields))}); fix the name or unset it"
+                )
+            annotation = fields[part].annotation
+            is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            model = annotation if isinstance(annotation, type) and is_section else None
+            if not is_section and depth < len(path) - 1 and not _is_mapping(annotation):
+                raise ConfigError(
+                    f"unknown environment variable {name}: {'.'.join(path[: depth + 1])} "
+                    "is a plain value, not a section; fix the name or unset it"
+                )
+
+
+def _is_mapping(annotation: Any) -> bool:
+    return getattr(annotation, "__origin__", None) is dict
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line for a person: which setting, what is wrong with it, how to fix it."""
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            problems.append(f"unknown setting {key!r}: check its spelling against the README")
+        else:
+            value = error.get("input")
+            secret = any(word in key for word in ("password", "secret", "key"))
+            shown = "" if isinstance(value, dict) or secret else f" = {value!r}"
+            problems.append(f"invalid setting {key}{shown}: {error['msg']}")
+    first = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{first}{more}; set it in streamscore.toml, STREAMSCORE_* or the command's flag"

@@ -25,14 +25,15 @@ from connectors.source import (
 )
 from models.datasets import shuttle
 from models.serving import ServingModel
-from streams.drift import DriftMonitor
-from streams.errors import ConfigError, InfrastructureError, ModelError
-from streams.lifecycle import ModelWatcher, check_features, model_source
-from streams.metrics import Health, LagRefresher, Metrics, serve
-from streams.pipeline import BatchOutput, RawBatch
-from streams.processor import Processor, client_id
-from streams.settings import Settings
-from streams.shadow import ShadowScorer, StoreWriter
+from schemas.errors import ConfigError, InfrastructureError, ModelError
+from schemas.settings import Settings
+from streams.drift.monitor import DriftMonitor
+from streams.ops.lag import LagRefresher
+from streams.ops.metrics import Health, Metrics, serve
+from streams.scoring.model_watcher import ModelWatcher, check_features, model_source
+from streams.scoring.pipeline import BatchOutput, RawBatch
+from streams.scoring.processor import Processor, client_id
+from streams.scoring.shadow import ShadowScorer, StoreWriter
 
 log = logging.getLogger(__name__)
 

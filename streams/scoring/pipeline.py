@@ -22,10 +22,10 @@ import numpy as np
 
 from models.runtime import Scores
 from models.serving import ServingModel
+from schemas.errors import Rejection
 from schemas.serde import Serde
-from streams.errors import Rejection
-from streams.routing import ABRouting
-from streams.stages import EventBatch, build_matrix, check_sizes, decode_events
+from streams.scoring.routing import ABRouting
+from streams.scoring.stages import EventBatch, build_matrix, check_sizes, decode_events
 
 #: Kafka Connect's dead-letter header names: tools that read Connect DLQs read ours.
 DLQ_HEADER_PREFIX = "__connect.errors."

@@ -1,9 +1,6 @@
 """``streamscore bench``: throughput, latency and memory next to the pass-through limit.
 
-A plain Typer command function; the main CLI mounts it with
-``app.command("bench")(cli_bench.bench)``. Settings come from ``ctx.obj`` when the main
-CLI put a :class:`Settings` there, else from the main CLI's settings loader (which honours
-``--config``), else from :func:`streams.settings.load_settings`. Point it at a broker with
+A plain Typer command function, mounted by :mod:`streams.cli.main`. Point it at a broker with
 the usual settings (``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS`` ...); an embedded broker that
 is not running is started.
 """
@@ -19,22 +16,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from streams.errors import StreamscoreError
-from streams.settings import Settings, load_settings
+from schemas.errors import StreamscoreError
+from streams.cli.common import settings_of
 
 console = Console(stderr=True)
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    if isinstance(ctx.obj, Settings):
-        return ctx.obj
-    main = sys.modules.get("streams.cli")
-    loader = getattr(main, "settings", None)
-    if callable(loader):
-        loaded = loader()
-        if isinstance(loaded, Settings):
-            return loaded
-    return load_settings()
 
 
 def _command() -> str:
@@ -82,9 +67,9 @@ def bench(
     ] = False,
 ) -> None:
     """Throughput, latency and memory of the scoring loop, next to the pass-through limit."""
-    from streams.bench import format_report, markdown, run_bench
+    from streams.bench.harness import format_report, markdown, run_bench
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     try:
         result = run_bench(
             settings,

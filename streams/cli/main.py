@@ -7,7 +7,6 @@ and handed down explicitly.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -17,61 +16,47 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streams.errors import StreamscoreError
-from streams.settings import Settings, load_settings
+from schemas.errors import InfrastructureError
+from streams.cli.bench import bench
+from streams.cli.common import (
+    ConfigOption,
+    Invocation,
+    JsonFlag,
+    fail,
+    new_app,
+    print_json,
+    settings_of,
+)
+from streams.cli.drift import app as drift_app
+from streams.cli.drift import report as drift_report
+from streams.cli.evaluate import evaluate, shadow_report
+from streams.cli.models import app as models_app
+from streams.cli.ops import ops_app
 
-app = typer.Typer(
+app = new_app(
     name="streamscore",
     help="Kafka-native real-time ML inference: validate, score with ONNX, watch drift, "
     "shadow-score a challenger.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="TOML settings file (default: ./streamscore.toml)."),
-]
-JsonFlag = Annotated[
-    bool, typer.Option("--json", help="Print the result as JSON on the last line.")
-]
-
-
-class State:
-    config: Path | None = None
 
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     config: ConfigOption = None,
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
     ] = "WARNING",
 ) -> None:
-    State.config = config
+    level = log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise typer.BadParameter(f"{log_level!r}; use DEBUG, INFO, WARNING or ERROR")
+    ctx.obj = Invocation(config=config)
     logging.basicConfig(
-        level=log_level.upper(),
+        level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-
-
-def settings(**overrides: Any) -> Settings:
-    """The settings of this invocation; ``overrides`` are nested dicts from flags."""
-    clean = {k: v for k, v in overrides.items() if v not in (None, {})}
-    return load_settings(State.config, **clean)
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code)
-
-
-def print_json(payload: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(payload, default=str) + "\n")
-    sys.stdout.flush()
 
 
 # -- the embedded stack -------------------------------------------------------------------
@@ -87,21 +72,18 @@ def _stack_table(rows: list[Any], title: str) -> Table:
 
 
 @app.command()
-def up(as_json: JsonFlag = False) -> None:
+def up(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Start the embedded Kafka broker (Tansu) and Redis (Valkey); create the topics."""
     from connectors.embedded import EmbeddedStack
     from connectors.kafka import Admin
 
-    s = settings()
-    try:
-        rows = EmbeddedStack(s).up()
-        created = Admin(s.kafka).ensure_topics(
-            s.topics.by_role().values(),
-            partitions=s.topics.partitions,
-            replication_factor=s.topics.replication_factor,
-        )
-    except StreamscoreError as exc:
-        raise fail(str(exc)) from exc
+    s = settings_of(ctx)
+    rows = EmbeddedStack(s).up()
+    created = Admin(s.kafka).ensure_topics(
+        s.topics.by_role().values(),
+        partitions=s.topics.partitions,
+        replication_factor=s.topics.replication_factor,
+    )
     if as_json:
         print_json({"services": [r.__dict__ for r in rows], "topics_created": created})
         return
@@ -111,11 +93,11 @@ def up(as_json: JsonFlag = False) -> None:
 
 
 @app.command()
-def down(as_json: JsonFlag = False) -> None:
+def down(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Stop the embedded services (their in-memory data is gone)."""
     from connectors.embedded import EmbeddedStack
 
-    rows = EmbeddedStack(settings()).down()
+    rows = EmbeddedStack(settings_of(ctx)).down()
     if as_json:
         print_json({"services": [r.__dict__ for r in rows]})
     else:
@@ -123,19 +105,19 @@ def down(as_json: JsonFlag = False) -> None:
 
 
 @app.command()
-def status(as_json: JsonFlag = False) -> None:
+def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Show the stack, the topics and the models."""
     from connectors.embedded import EmbeddedStack
     from connectors.kafka import Admin
     from models.bundle import bundle_exists, load_bundle
 
-    s = settings()
+    s = settings_of(ctx)
     rows = EmbeddedStack(s).status()
     topics: dict[str, int] = {}
     if any(r.name == "kafka" and r.state in ("running", "external", "foreign") for r in rows):
         try:
             topics = Admin(s.kafka).topics(timeout=3)
-        except StreamscoreError:
+        except InfrastructureError:
             topics = {}
     models = {}
     for role, path in (
@@ -168,6 +150,7 @@ def status(as_json: JsonFlag = False) -> None:
 
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     force: Annotated[bool, typer.Option(help="Retrain even if the bundles exist.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -175,7 +158,7 @@ def train_cmd(
     from models.bundle import load_bundle
     from models.train import ensure_reference_models
 
-    s = settings()
+    s = settings_of(ctx)
     paths = ensure_reference_models(s.models.dir, force=force)
     result = {}
     for role, path in paths.items():
@@ -199,6 +182,7 @@ def train_cmd(
 
 @app.command()
 def run(
+    ctx: typer.Context,
     bootstrap_servers: Annotated[
         str | None, typer.Option(help="Kafka bootstrap servers (overrides settings).")
     ] = None,
@@ -225,7 +209,7 @@ def run(
     as_json: JsonFlag = False,
 ) -> None:
     """Run the scoring processor (one consumer-group member) until stopped."""
-    from streams.runner import run_processor
+    from streams.scoring.compose import run_processor
 
     overrides: dict[str, Any] = {
         "kafka": {"bootstrap_servers": bootstrap_servers} if bootstrap_servers else None,
@@ -247,12 +231,9 @@ def run(
             else None
         ),
     }
-    try:
-        summary = run_processor(
-            settings(**overrides), exit_when_idle=exit_when_idle, max_events=max_events
-        )
-    except StreamscoreError as exc:
-        raise fail(f"{type(exc).__name__}: {exc}") from exc
+    summary = run_processor(
+        settings_of(ctx, **overrides), exit_when_idle=exit_when_idle, max_events=max_events
+    )
     if as_json:
         print_json(summary)
     else:
@@ -264,6 +245,7 @@ def run(
 
 @app.command()
 def produce(
+    ctx: typer.Context,
     count: Annotated[int, typer.Option(help="How many events.")] = 10_000,
     rate: Annotated[float, typer.Option(help="Events per second (0 = as fast as possible).")] = 0.0,
     source: Annotated[
@@ -291,7 +273,7 @@ def produce(
     as_json: JsonFlag = False,
 ) -> None:
     """Publish sensor events to Kafka (replay, invalid mix, feature shift, delayed labels)."""
-    from streams.runner import run_source
+    from streams.scoring.compose import run_source
 
     overrides: dict[str, Any] = {
         "topics": {"events": topic} if topic else None,
@@ -311,9 +293,9 @@ def produce(
     )
     try:
         report = run_source(
-            settings(**overrides), options, source=source, labels_after_s=labels_after
+            settings_of(ctx, **overrides), options, source=source, labels_after_s=labels_after
         )
-    except (StreamscoreError, ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:
         raise fail(str(exc)) from exc
     if as_json:
         print_json(report.as_dict())
@@ -323,45 +305,33 @@ def produce(
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     events: Annotated[int, typer.Option(help="How many events to stream.")] = 60_000,
     rate: Annotated[float, typer.Option(help="Producer rate, events/s (0 = max).")] = 10_000.0,
     invalid_fraction: Annotated[float, typer.Option(help="Share of invalid events.")] = 0.02,
     as_json: JsonFlag = False,
 ) -> None:
     """Bring the stack up, train models if missing, stream events, score them, summarise."""
-    from streams.demo import run_demo
+    from streams.cli.demo import run_demo
 
-    try:
-        summary = run_demo(settings(), events=events, rate=rate, invalid_fraction=invalid_fraction)
-    except StreamscoreError as exc:
-        raise fail(str(exc)) from exc
+    summary = run_demo(
+        settings_of(ctx), events=events, rate=rate, invalid_fraction=invalid_fraction
+    )
     if as_json:
         print_json(summary)
 
 
-def _mount() -> None:
-    """Sub-commands that live in their own modules."""
-    from streams.cli_bench import bench
-    from streams.cli_drift import app as drift_app
-    from streams.cli_drift import report as drift_report
-    from streams.cli_evaluate import evaluate, shadow_report
-    from streams.cli_models import app as models_app
-    from streams.cli_ops import ops_app
-
-    app.add_typer(models_app, name="models")
-    app.add_typer(drift_app, name="drift")
-    app.add_typer(ops_app)
-    reports = typer.Typer(help="Reports a person can look at.", no_args_is_help=True)
-    reports.command("drift")(drift_report)
-    app.add_typer(reports, name="report")
-    app.command("bench")(bench)
-    app.command("evaluate")(evaluate)
-    shadow = typer.Typer(help="Champion vs challenger: the evidence.", no_args_is_help=True)
-    shadow.command("report")(shadow_report)
-    app.add_typer(shadow, name="shadow")
-
-
-_mount()
+app.add_typer(models_app, name="models")
+app.add_typer(drift_app, name="drift")
+app.add_typer(ops_app)
+reports = new_app(help="Reports a person can look at.")
+reports.command("drift")(drift_report)
+app.add_typer(reports, name="report")
+app.command("bench")(bench)
+app.command("evaluate")(evaluate)
+shadow = new_app(help="Champion vs challenger: the evidence.")
+shadow.command("report")(shadow_report)
+app.add_typer(shadow, name="shadow")
 
 
 def main() -> None:

@@ -2,48 +2,31 @@
 
 Two plain Typer functions, mounted by the main CLI::
 
-    from streams.cli_evaluate import evaluate, shadow_report
+    from streams.cli.evaluate import evaluate, shadow_report
 
     app.command("evaluate")(evaluate)
     shadow = typer.Typer(help="Champion vs challenger.", no_args_is_help=True)
     shadow.command("report")(shadow_report)
     app.add_typer(shadow, name="shadow")
 
-Settings come from ``ctx.obj`` when the main CLI put a :class:`Settings` there,
-else from :func:`streams.settings.load_settings` with the root command's
-``--config`` file when it has that option.
+Settings come from the invocation (:func:`streams.cli.common.settings_of`).
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from streams.errors import StreamscoreError
-from streams.settings import Settings, load_settings
+from schemas.errors import StreamscoreError
+from streams.cli.common import print_json, settings_of
 
 console = Console(stderr=True)
 
 _DEFAULT_WINDOWS = (60.0, 300.0, 60.0, 10.0, 3600.0)
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    if isinstance(ctx.obj, Settings):
-        return ctx.obj
-    config = ctx.find_root().params.get("config")
-    return load_settings(config if isinstance(config, Path) else None)
-
-
-def _print_json(payload: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(payload, default=str) + "\n")
-    sys.stdout.flush()
 
 
 def evaluate(
@@ -89,8 +72,8 @@ def evaluate(
     ] = False,
 ) -> None:
     """Join labels with stored predictions; publish per-variant quality and the verdict."""
-    from streams.evaluator import EvaluatorOptions, run_evaluator
-    from streams.quality import VerdictPolicy, WindowSpec
+    from streams.evaluation.evaluator import EvaluatorOptions, run_evaluator
+    from streams.evaluation.quality import VerdictPolicy, WindowSpec
 
     try:
         options = EvaluatorOptions(
@@ -106,12 +89,12 @@ def evaluate(
             ),
             metrics_port=metrics_port,
         )
-        summary = run_evaluator(_settings(ctx), exit_when_idle=exit_when_idle, options=options)
+        summary = run_evaluator(settings_of(ctx), exit_when_idle=exit_when_idle, options=options)
     except (StreamscoreError, ValueError) as exc:
         console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
         raise typer.Exit(1) from exc
     if as_json:
-        _print_json(summary)
+        print_json(summary)
     else:
         Console().print(summary)
 
@@ -133,7 +116,7 @@ def _when(ms: int | None) -> str:
 
 
 def render_report(report: dict[str, Any]) -> list[Any]:
-    """Rich renderables of a :func:`streams.evaluator.latest_report` result."""
+    """Rich renderables of a :func:`streams.evaluation.evaluator.latest_report` result."""
     variants = Table(title=f"per-variant quality (cumulative, {report['topic']})")
     for column in ("variant", "version", "labels", "accuracy", "log-loss", "Brier", "MAE", "RMSE",
                    "first label", "last label"):  # fmt: skip
@@ -207,15 +190,15 @@ def shadow_report(
     ] = 1.0,
 ) -> None:
     """Latest per-variant quality and the champion-vs-challenger verdict, with its evidence."""
-    from streams.evaluator import latest_report
+    from streams.evaluation.evaluator import latest_report
 
     try:
-        report = latest_report(_settings(ctx), idle_s=idle)
+        report = latest_report(settings_of(ctx), idle_s=idle)
     except StreamscoreError as exc:
         console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
         raise typer.Exit(1) from exc
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
     if not report["records"]:
         Console().print(f"no evaluation records on {report['topic']} yet")

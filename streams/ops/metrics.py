@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -261,52 +261,3 @@ def serve(metrics: Metrics, health: Health, host: str, port: int) -> ThreadingHT
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()
     return server
-
-
-class LagRefresher:
-    """Refreshes ``streamscore_consumer_lag_records`` on its own thread.
-
-    ``lookup`` returns (topic, partition, lag) rows, e.g. from
-    ``connectors.lag.group_lag``; a failed lookup is logged once and the gauge
-    keeps its last values. The scoring loop never waits for it.
-    """
-
-    def __init__(
-        self,
-        lookup: Callable[[], Iterable[tuple[str, int, int]]],
-        metrics: Metrics,
-        *,
-        interval_s: float = 5.0,
-    ) -> None:
-        self._lookup = lookup
-        self._metrics = metrics
-        self.interval_s = interval_s
-        self.refreshes = 0
-        self.failures = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lag-refresher", daemon=True)
-
-    def start(self) -> LagRefresher:
-        self._thread.start()
-        return self
-
-    def refresh(self) -> None:
-        try:
-            rows = list(self._lookup())
-        except Exception as exc:  # noqa: BLE001 - any lookup failure: keep last values, log
-            self.failures += 1
-            if self.failures == 1 or self.failures % 60 == 0:
-                log.warning("consumer lag lookup failed (%d times): %s", self.failures, exc)
-            return
-        for topic, partition, lag in rows:
-            self._metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
-        self.refreshes += 1
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.refresh()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=self.interval_s + 5)

@@ -1,6 +1,6 @@
 """``streamscore drift ...``: the drift bench and the HTML drift report.
 
-A Typer sub-app mounted by :mod:`streams.cli`. ``report`` reads drift records
+A Typer sub-app mounted by :mod:`streams.cli.main`. ``report`` reads drift records
 from a JSONL file here (one DriftEvent object per line, timestamps as epoch ms);
 reading them from the drift topic is the caller's job.
 """
@@ -14,14 +14,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
-from streams.errors import DecodeError, StreamscoreError
+from schemas.errors import DecodeError
+from schemas.settings import Settings
+from streams.cli.common import new_app, settings_of
 
-app = typer.Typer(
-    help="Drift detection: measure its quality (bench) and render records as HTML (report).",
-    no_args_is_help=True,
-    add_completion=False,
+app = new_app(
+    help="Drift detection: measure its quality (bench) and render records as HTML (report)."
 )
 console = Console(stderr=True)
 
@@ -37,7 +36,7 @@ def bench(
     ] = None,
 ) -> None:
     """Seeded streams with known change points: detection rate, delay, false alarms."""
-    from streams.drift_bench import format_table, run_drift_bench
+    from streams.drift.bench import format_table, run_drift_bench
 
     console.print(f"running the drift bench ({'quick' if quick else 'full'}, seed {seed}) ...")
     result = run_drift_bench(seed=seed, quick=quick)
@@ -67,13 +66,11 @@ def load_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def records_from_topic() -> list[dict[str, Any]]:
+def records_from_topic(settings: Settings) -> list[dict[str, Any]]:
     """Every record of the drift topic, decoded in its configured format."""
-    from connectors.evaluation_reader import read_topic_from_start
     from connectors.schema_registry import topic_serde
-    from streams.cli import settings as load_settings
+    from connectors.topic_reader import read_topic_from_start
 
-    settings = load_settings()
     serde = topic_serde(settings, "drift")
     records = read_topic_from_start(settings.kafka, settings.topics.drift, idle_s=2.0)
     return [serde.decode(r.value) for r in records if r.value is not None]
@@ -81,6 +78,7 @@ def records_from_topic() -> list[dict[str, Any]]:
 
 @app.command()
 def report(
+    ctx: typer.Context,
     input_path: Annotated[
         Path | None,
         typer.Option(
@@ -96,13 +94,9 @@ def report(
     top: Annotated[int, typer.Option(help="Most-shifted features to draw histograms of.")] = 4,
 ) -> None:
     """Render drift records as one self-contained HTML page."""
-    from streams.drift_report import render_drift_report
+    from streams.drift.report import render_drift_report
 
-    try:
-        records = load_records(input_path) if input_path else records_from_topic()
-    except (DecodeError, StreamscoreError) as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(1) from exc
+    records = load_records(input_path) if input_path else records_from_topic(settings_of(ctx))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_drift_report(records, top=top), encoding="utf-8")
     console.print(f"wrote {output} ({len(records)} records)")

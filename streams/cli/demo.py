@@ -29,10 +29,10 @@ from connectors.embedded import EmbeddedStack
 from connectors.kafka import Consumer
 from connectors.source import ProduceReport, SourceOptions
 from models.train import ensure_reference_models
-from streams.errors import InfrastructureError
-from streams.processor import client_id
-from streams.runner import ensure_topics, run_source
-from streams.settings import Settings
+from schemas.errors import InfrastructureError
+from schemas.settings import Settings
+from streams.scoring.compose import ensure_topics, run_source
+from streams.scoring.processor import client_id
 
 
 class _TopicCounter:

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from schemas.errors import DecodeError, Rejection
 from schemas.serde import Serde
-from streams.errors import DecodeError, Rejection
 
 
 @dataclass(slots=True)

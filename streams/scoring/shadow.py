@@ -12,7 +12,7 @@ flushed by the same checkpoints; but a shadow batch still queued when the
 process dies is not replayed for the challenger alone: shadow output is
 best-effort by design, the champion's is at-least-once.
 
-A/B routing (``streams.routing``) is different: there the challenger serves
+A/B routing (``streams.scoring.routing``) is different: there the challenger serves
 real traffic for a stable share of entities, inside the pipeline.
 """
 
@@ -33,9 +33,9 @@ from connectors.redis_store import PredictionStore, StoreUnavailable
 from models.runtime import Scores
 from models.serving import ServingModel
 from schemas.serde import Serde
-from streams.metrics import BatchHistogram, Health, Metrics
-from streams.pipeline import BatchOutput, RawBatch
-from streams.routing import column_order
+from streams.ops.metrics import BatchHistogram, Health, Metrics
+from streams.scoring.pipeline import BatchOutput, RawBatch
+from streams.scoring.routing import column_order
 
 log = logging.getLogger(__name__)
 

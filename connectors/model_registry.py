@@ -24,7 +24,7 @@ Errors: anything MLflow, its HTTP client or its database raise is translated
 here into :class:`RegistryUnavailable` (the registry cannot answer: infrastructure)
 or :class:`RegistryError` (it answered no: unknown model, version or alias, or a
 lifecycle action its state does not allow). Bad model files are
-:class:`~streams.errors.ModelError`.
+:class:`~schemas.errors.ModelError`.
 """
 
 from __future__ import annotations
@@ -58,14 +58,12 @@ from mlflow.exceptions import MlflowException
 from models import card
 from models.bundle import META_FILE, MODEL_FILE, BundleMeta, bundle_exists, load_bundle, save_bundle
 from models.profile import ReferenceProfile, build_profile
+from models.roles import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 from models.runtime import OnnxModel
-from streams.errors import ConfigError, InfrastructureError, ModelError, StreamscoreError
+from schemas.errors import ConfigError, InfrastructureError, ModelError, StreamscoreError
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-PREVIOUS_CHAMPION = "previous-champion"
 
 DEFAULT_MODEL_NAME = "shuttle-anomaly"
 DEFAULT_EXPERIMENT = "streamscore"

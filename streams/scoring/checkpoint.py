@@ -4,7 +4,7 @@
                              the batches since the last checkpoint is queued;
     2. delivery confirmed    ``producer.flush()`` waits for the broker's
                              acknowledgement of all of them and raises
-                             :class:`~streams.errors.DeliveryFailed` if any failed;
+                             :class:`~schemas.errors.DeliveryFailed` if any failed;
     3. offsets committed     only then the next offsets of those batches are
                              committed, synchronously.
 

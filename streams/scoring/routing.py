@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.serving import ServingModel
-from streams.errors import SignatureMismatch
+from schemas.errors import SignatureMismatch
 
 
 def column_order(source: Sequence[str], target: Sequence[str]) -> np.ndarray:

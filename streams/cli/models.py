@@ -11,11 +11,10 @@ from __future__ import annotations
 import csv
 import getpass
 import socket
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -23,21 +22,15 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
-from connectors.registry import (
-    CHALLENGER,
-    CHAMPION,
-    DEFAULT_EXPERIMENT,
-    LifecycleEvent,
-    ModelRegistry,
-    VersionInfo,
-)
-from streams.errors import ConfigError, StreamscoreError
-from streams.settings import Settings
+from models.roles import CHALLENGER, CHAMPION
+from schemas.errors import ConfigError
+from schemas.settings import Settings
+from streams.cli.common import new_app, settings_of
 
-app = typer.Typer(
-    help="Train, register, promote and roll back models (MLflow tracking and registry).",
-    no_args_is_help=True,
-)
+if TYPE_CHECKING:
+    from connectors.model_registry import LifecycleEvent, ModelRegistry, VersionInfo
+
+app = new_app(help="Train, register, promote and roll back models (MLflow tracking and registry).")
 console = Console()
 
 Home = Annotated[
@@ -54,7 +47,10 @@ TrackingUri = Annotated[
 RegistryUri = Annotated[
     str | None, typer.Option(help="MLflow registry URI; default: the tracking URI.")
 ]
-Experiment = Annotated[str, typer.Option(help="MLflow experiment of the training runs.")]
+Experiment = Annotated[
+    str | None,
+    typer.Option(help="MLflow experiment of the training runs (default: registry.experiment)."),
+]
 Name = Annotated[
     str | None,
     typer.Option("--name", "-n", help="Registered model name (default: registry.model_name)."),
@@ -70,35 +66,30 @@ HOME_DEFAULT: Path | None = None
 
 
 def open_registry(
+    settings: Settings,
     home: Path | None,
     tracking_uri: str | None = None,
     registry_uri: str | None = None,
-    experiment: str = DEFAULT_EXPERIMENT,
+    experiment: str | None = None,
 ) -> ModelRegistry:
     """The registry named by the flags, else by the settings (streamscore.toml, STREAMSCORE_*)."""
-    settings = _settings()
+    from connectors.model_registry import ModelRegistry
+
     r = settings.registry
     return ModelRegistry.open(
         home or settings.home,
         tracking_uri=tracking_uri or r.tracking_uri,
         registry_uri=registry_uri or r.registry_uri,
-        experiment=experiment,
+        experiment=experiment or r.experiment,
         cache_dir=r.cache_dir,
     )
 
 
-def _settings() -> Settings:
-    from streams.cli import settings
-
-    return settings()
-
-
-def publish_audit(events: Sequence[LifecycleEvent]) -> str | None:
+def publish_audit(settings: Settings, events: Sequence[LifecycleEvent]) -> str | None:
     """Put the lifecycle events on the audit topic; returns why not, if it could not."""
     from connectors.kafka import Admin, Producer
     from connectors.schema_registry import topic_serde
 
-    settings = _settings()
     if not Admin(settings.kafka, quiet=True).reachable(timeout=3.0):
         return f"Kafka at {settings.kafka.bootstrap_servers} is unreachable"
     serde = topic_serde(settings, "audit")
@@ -200,7 +191,7 @@ def read_reference_csv(
     return order, matrix[:, [header.index(f) for f in order]]
 
 
-def report_events(events: Sequence[LifecycleEvent]) -> None:
+def report_events(settings: Settings, events: Sequence[LifecycleEvent]) -> None:
     """Show lifecycle events (these are also the ``sensor.audit`` records)."""
     table = Table(title="lifecycle events")
     for column in ("action", "model", "version", "details", "actor", "at"):
@@ -217,7 +208,7 @@ def report_events(events: Sequence[LifecycleEvent]) -> None:
     console.print(table)
     if not events:
         return
-    problem = publish_audit(events)
+    problem = publish_audit(settings, events)
     if problem is None:
         console.print(f"audit: {len(events)} event(s) published to the audit topic")
     else:
@@ -229,27 +220,29 @@ def report_events(events: Sequence[LifecycleEvent]) -> None:
 
 @app.command()
 def train(
+    ctx: typer.Context,
     home: Home = HOME_DEFAULT,
     tracking_uri: TrackingUri = None,
     registry_uri: RegistryUri = None,
-    experiment: Experiment = DEFAULT_EXPERIMENT,
+    experiment: Experiment = None,
     name: Name = None,
     actor: Actor = None,
 ) -> None:
     """Train the reference champion and challenger, log them to MLflow and register them."""
-    name = name or _settings().registry.model_name
-    with _errors():
-        registry = open_registry(home, tracking_uri, registry_uri, experiment)
-        report_events(train_models(registry, name, actor or default_actor()))
+    settings = settings_of(ctx)
+    name = name or settings.registry.model_name
+    registry = open_registry(settings, home, tracking_uri, registry_uri, experiment)
+    report_events(settings, train_models(registry, name, actor or default_actor()))
 
 
 @app.command()
 def register(
+    ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="An .onnx file, or a bundle folder.")],
     home: Home = HOME_DEFAULT,
     tracking_uri: TrackingUri = None,
     registry_uri: RegistryUri = None,
-    experiment: Experiment = DEFAULT_EXPERIMENT,
+    experiment: Experiment = None,
     name: Name = None,
     features: Annotated[
         str | None, typer.Option(help="Feature order, comma-separated (if not in bundle.json).")
@@ -268,34 +261,35 @@ def register(
     actor: Actor = None,
 ) -> None:
     """Register your own ONNX model as a new version (validated before it is registered)."""
-    name = name or _settings().registry.model_name
-    with _errors():
-        registry = open_registry(home, tracking_uri, registry_uri, experiment)
-        events = register_model(
-            registry,
-            path,
-            name,
-            actor or default_actor(),
-            features=_split(features),
-            classes=_split(classes),
-            reference_csv=reference_csv,
-            alias=alias,
-            description=description,
-        )
-        report_events(events)
+    settings = settings_of(ctx)
+    name = name or settings.registry.model_name
+    registry = open_registry(settings, home, tracking_uri, registry_uri, experiment)
+    events = register_model(
+        registry,
+        path,
+        name,
+        actor or default_actor(),
+        features=_split(features),
+        classes=_split(classes),
+        reference_csv=reference_csv,
+        alias=alias,
+        description=description,
+    )
+    report_events(settings, events)
 
 
 @app.command("list")
 def list_(
+    ctx: typer.Context,
     home: Home = HOME_DEFAULT,
     tracking_uri: TrackingUri = None,
     registry_uri: RegistryUri = None,
     name: Name = None,
 ) -> None:
     """List the versions of a registered model with their aliases and offline metrics."""
-    name = name or _settings().registry.model_name
-    with _errors():
-        versions = open_registry(home, tracking_uri, registry_uri).list_versions(name)
+    settings = settings_of(ctx)
+    name = name or settings.registry.model_name
+    versions = open_registry(settings, home, tracking_uri, registry_uri).list_versions(name)
     if not versions:
         console.print(f"no versions of {name!r} yet: run `streamscore models train`")
         return
@@ -316,6 +310,7 @@ def list_(
 
 @app.command()
 def describe(
+    ctx: typer.Context,
     version: Annotated[str | None, typer.Argument(help="Version; default: --alias.")] = None,
     alias: Annotated[str, typer.Option(help="Alias to describe when no version is given.")] = (
         CHAMPION
@@ -327,14 +322,14 @@ def describe(
     card: Annotated[bool, typer.Option(help="Also print the model card.")] = False,
 ) -> None:
     """Show one version: aliases, lineage, parameters, metrics and run artifacts."""
-    name = name or _settings().registry.model_name
-    with _errors():
-        registry = open_registry(home, tracking_uri, registry_uri)
-        chosen = version or registry.version_for(name, alias)
-        if chosen is None:
-            raise ConfigError(f"{name} has no alias {alias!r}; give a version")
-        info = registry.describe(name, chosen)
-        card_text = registry.model_card(name, chosen) if card else None
+    settings = settings_of(ctx)
+    name = name or settings.registry.model_name
+    registry = open_registry(settings, home, tracking_uri, registry_uri)
+    chosen = version or registry.version_for(name, alias)
+    if chosen is None:
+        raise ConfigError(f"{name} has no alias {alias!r}; give a version")
+    info = registry.describe(name, chosen)
+    card_text = registry.model_card(name, chosen) if card else None
     table = Table(title=f"{name} v{info.version}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
@@ -358,6 +353,7 @@ def describe(
 
 @app.command()
 def promote(
+    ctx: typer.Context,
     home: Home = HOME_DEFAULT,
     tracking_uri: TrackingUri = None,
     registry_uri: RegistryUri = None,
@@ -365,14 +361,15 @@ def promote(
     actor: Actor = None,
 ) -> None:
     """Move the champion alias to the challenger's version (the old one is remembered)."""
-    name = name or _settings().registry.model_name
-    with _errors():
-        registry = open_registry(home, tracking_uri, registry_uri)
-        report_events([registry.promote(name, actor=actor or default_actor())])
+    settings = settings_of(ctx)
+    name = name or settings.registry.model_name
+    registry = open_registry(settings, home, tracking_uri, registry_uri)
+    report_events(settings, [registry.promote(name, actor=actor or default_actor())])
 
 
 @app.command()
 def rollback(
+    ctx: typer.Context,
     home: Home = HOME_DEFAULT,
     tracking_uri: TrackingUri = None,
     registry_uri: RegistryUri = None,
@@ -380,10 +377,10 @@ def rollback(
     actor: Actor = None,
 ) -> None:
     """Restore the previous champion."""
-    name = name or _settings().registry.model_name
-    with _errors():
-        registry = open_registry(home, tracking_uri, registry_uri)
-        report_events([registry.rollback(name, actor=actor or default_actor())])
+    settings = settings_of(ctx)
+    name = name or settings.registry.model_name
+    registry = open_registry(settings, home, tracking_uri, registry_uri)
+    report_events(settings, [registry.rollback(name, actor=actor or default_actor())])
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -395,16 +392,6 @@ def default_actor() -> str:
     except (OSError, KeyError):  # no login name in some containers
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """streamscore's own errors end the command with a message and exit code 1."""
-    try:
-        yield
-    except StreamscoreError as exc:
-        console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
-        raise typer.Exit(1) from exc
 
 
 def _split(text: str | None) -> list[str] | None:
