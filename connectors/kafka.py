@@ -10,6 +10,8 @@ offset committed.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from confluent_kafka import Producer as _Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.errors import DeliveryFailed, InfrastructureError
-from schemas.settings import KafkaSettings
+from schemas.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,11 @@ __all__ = [
     "Producer",
     "TopicPartition",
 ]
+
+
+def client_id(role: str) -> str:
+    """A client id that names the role, the host and the process (broker logs, quotas)."""
+    return f"streamscore-{role}-{socket.gethostname()}-{os.getpid()}"
 
 
 class _DeliveryLatch:
@@ -328,3 +335,12 @@ class Admin:
                 future.result(timeout)
             except KafkaException as exc:
                 log.warning("could not delete topic %s: %s", name, exc)
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create every topic role's topic that is missing; returns the names created."""
+    return Admin(settings.kafka).ensure_topics(
+        settings.topics.by_role().values(),
+        partitions=settings.topics.partitions,
+        replication_factor=settings.topics.replication_factor,
+    )

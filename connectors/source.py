@@ -21,8 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from connectors.kafka import Producer
+from connectors.kafka import Producer, client_id, ensure_topics
+from connectors.schema_registry import topic_serde
+from models.datasets import shuttle
+from schemas.errors import ConfigError
 from schemas.serde import Serde
+from schemas.settings import Settings
 
 #: Invalid kinds the source can inject, and the DLQ reason each must get.
 INVALID_KINDS: dict[str, str] = {
@@ -237,3 +241,46 @@ class LabelSink:
     topic: str
     serde: Serde
     delay_s: float = 10.0
+
+
+# -- from the settings ---------------------------------------------------------------------
+
+
+def event_factory(settings: Settings, options: SourceOptions, source: Path | None) -> EventFactory:
+    """Events from ``source`` (CSV / JSONL), or the reference dataset with its labels."""
+    labels = None
+    if source is not None:
+        names, rows = rows_from_file(source)
+    else:
+        data = shuttle()
+        names, rows, labels = data.feature_names, data.X, data.y
+    options.max_message_bytes = settings.processor.max_message_bytes
+    return EventFactory(names, rows, topic_serde(settings, "events"), options, labels)
+
+
+def run_source(
+    settings: Settings,
+    options: SourceOptions,
+    *,
+    source: Path | None = None,
+    keep_ids: bool = False,
+    labels_after_s: float | None = None,
+    **producer_config: Any,
+) -> ProduceReport:
+    """Publish events per ``options`` to the events topic and wait for their acknowledgement."""
+    ensure_topics(settings)
+    factory = event_factory(settings, options, source)
+    producer = Producer(
+        settings.kafka,
+        client_id=client_id("source"),
+        linger_ms=settings.processor.linger_ms,
+        **producer_config,
+    )
+    labels = None
+    if labels_after_s is not None:
+        if factory.labels is None:
+            raise ConfigError("labels are only known for the reference dataset replay")
+        labels = LabelSink(settings.topics.labels, topic_serde(settings, "labels"), labels_after_s)
+    return produce_events(
+        producer, settings.topics.events, factory, keep_ids=keep_ids, labels=labels
+    )

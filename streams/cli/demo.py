@@ -26,12 +26,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from connectors.embedded import EmbeddedStack
-from connectors.kafka import Consumer
-from connectors.source import ProduceReport, SourceOptions
+from connectors.kafka import Consumer, ensure_topics
+from connectors.source import ProduceReport, SourceOptions, run_source
 from models.train import ensure_reference_models
 from schemas.errors import InfrastructureError
 from schemas.settings import Settings
-from streams.scoring.compose import ensure_topics, run_source
 from streams.scoring.processor import client_id
 
 

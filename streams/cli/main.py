@@ -75,15 +75,11 @@ def _stack_table(rows: list[Any], title: str) -> Table:
 def up(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Start the embedded Kafka broker (Tansu) and Redis (Valkey); create the topics."""
     from connectors.embedded import EmbeddedStack
-    from connectors.kafka import Admin
+    from connectors.kafka import ensure_topics
 
     s = settings_of(ctx)
     rows = EmbeddedStack(s).up()
-    created = Admin(s.kafka).ensure_topics(
-        s.topics.by_role().values(),
-        partitions=s.topics.partitions,
-        replication_factor=s.topics.replication_factor,
-    )
+    created = ensure_topics(s)
     if as_json:
         print_json({"services": [r.__dict__ for r in rows], "topics_created": created})
         return
@@ -273,7 +269,7 @@ def produce(
     as_json: JsonFlag = False,
 ) -> None:
     """Publish sensor events to Kafka (replay, invalid mix, feature shift, delayed labels)."""
-    from streams.scoring.compose import run_source
+    from connectors.source import run_source
 
     overrides: dict[str, Any] = {
         "topics": {"events": topic} if topic else None,

@@ -7,43 +7,23 @@ functions; everything they build is handed its settings explicitly.
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from connectors.kafka import Admin, Producer
+from connectors.kafka import ensure_topics
 from connectors.redis_store import PredictionStore
 from connectors.schema_registry import topic_serde
-from connectors.source import (
-    EventFactory,
-    LabelSink,
-    ProduceReport,
-    SourceOptions,
-    rows_from_file,
-)
-from models.datasets import shuttle
 from models.serving import ServingModel
 from schemas.errors import ConfigError, InfrastructureError, ModelError
 from schemas.settings import Settings
-from streams.drift.monitor import DriftMonitor
 from streams.ops.lag import LagRefresher
 from streams.ops.metrics import Health, Metrics, serve
+from streams.scoring.drift_path import DriftPath, Emit
 from streams.scoring.model_watcher import ModelWatcher, check_features, model_source
-from streams.scoring.pipeline import BatchOutput, RawBatch
-from streams.scoring.processor import Processor, client_id
-from streams.scoring.shadow import ShadowScorer, StoreWriter
+from streams.scoring.processor import Processor
+from streams.scoring.shadow import ShadowScorer
+from streams.scoring.store_writer import StoreWriter
 
 log = logging.getLogger(__name__)
-
-
-def ensure_topics(settings: Settings) -> list[str]:
-    return Admin(settings.kafka).ensure_topics(
-        settings.topics.by_role().values(),
-        partitions=settings.topics.partitions,
-        replication_factor=settings.topics.replication_factor,
-    )
 
 
 def build_processor(
@@ -87,7 +67,6 @@ def build_processor(
         store = PredictionStore(settings.redis, ttl_s=s.ttl_s, bucket_s=s.bucket_s)
         writer = StoreWriter(store, metrics, health, max_pending=s.max_pending_batches)
         processor.side_paths.append(writer)
-        processor.closables.append(writer)
 
     mode = settings.shadow.mode
     current = {"champion": champion.version}
@@ -108,7 +87,13 @@ def build_processor(
             processor.attach_challenger(challenger)
 
     if settings.drift.enabled:
-        processor.side_paths.insert(0, DriftPath(settings, processor))
+        drift = DriftPath(
+            settings.drift,
+            serde=topic_serde(settings, "drift"),
+            emit=_emitter(processor, settings.topics.drift, "drift"),
+            metrics=metrics,
+        )
+        processor.side_paths.insert(0, drift)
 
     if settings.metrics.enabled:
         processor.closables.append(_lag_refresher(settings, metrics).start())
@@ -126,66 +111,6 @@ def build_processor(
     return processor
 
 
-class DriftPath:
-    """Drift watch on the validated matrix of every batch (synchronous: ~0.7 µs per event).
-
-    Drift records are produced before the batch's checkpoint, so they share the
-    champion path's at-least-once guarantee. A champion swap starts a fresh
-    monitor against the new champion's reference profile.
-    """
-
-    def __init__(self, settings: Settings, processor: Processor) -> None:
-        self.settings = settings
-        self.processor = processor
-        self.serde = topic_serde(settings, "drift")
-        self.monitor: DriftMonitor | None = None
-        self._emitted: Counter[tuple[str, str]] = Counter()
-
-    def _monitor_for(self, model: ServingModel) -> DriftMonitor:
-        m = self.monitor
-        if m is None or (m.model_name, m.model_version) != (model.name, model.version):
-            profile = model.meta.profile if model.meta.profile.features else None
-            m = self.monitor = DriftMonitor(profile, model.name, model.version, self.settings.drift)
-            self._emitted = Counter()
-        return m
-
-    def __call__(self, out: BatchOutput, raw: RawBatch) -> None:
-        if out.scores is None or not len(out.events):
-            return
-        monitor = self._monitor_for(out.served[0][1])
-        offsets = np.fromiter((raw.offsets[i] for i in out.events.indices), dtype=np.int64)
-        times = np.asarray(out.events.event_times, dtype=np.int64)
-        records = monitor.update(out.matrix, out.scores.score, offsets, times)
-        metrics = self.processor.metrics
-        if records:
-            values = self.serde.encode_many(records)
-            keys = [str(r["target"]).encode() for r in records]
-            self.processor.producer.produce_many(self.settings.topics.drift, values, keys)
-            metrics.produced.labels(role="drift").inc(len(values))
-            for (detector, severity), count in monitor.emitted.items():
-                new = count - self._emitted[(detector, severity)]
-                if new:
-                    metrics.drift_events.labels(detector=detector, severity=severity).inc(new)
-            self._emitted = Counter(monitor.emitted)
-        for feature, value in monitor.latest_psi.items():
-            metrics.drift_psi.labels(feature=feature).set(value)
-
-    def report(self) -> dict[str, dict[str, Any]]:
-        m = self.monitor
-        if m is None:
-            return {"drift": {"windows": 0}}
-        worst = max(m.latest_psi.items(), key=lambda kv: kv[1], default=(None, 0.0))
-        return {
-            "drift": {
-                "windows": m.windows_closed,
-                "records": {f"{d}/{s}": n for (d, s), n in sorted(m.emitted.items())},
-                "open_incidents": m.open_incidents,
-                "max_psi_feature": worst[0],
-                "max_psi": round(worst[1], 4),
-            }
-        }
-
-
 def _lag_refresher(settings: Settings, metrics: Metrics) -> LagRefresher:
     """Lag of the processor's group on the input topic, looked up from outside the loop."""
     from connectors.lag import group_lag
@@ -198,23 +123,28 @@ def _lag_refresher(settings: Settings, metrics: Metrics) -> LagRefresher:
     return LagRefresher(lookup, metrics, interval_s=settings.metrics.lag_interval_s)
 
 
+def _emitter(processor: Processor, topic: str, role: str) -> Emit:
+    """Produce a side path's records through the processor's producer, counted by role."""
+    producer, produced = processor.producer, processor.metrics.produced.labels(role=role)
+
+    def emit(values: list[bytes], keys: list[bytes | None]) -> None:
+        producer.produce_many(topic, values, keys)
+        produced.inc(len(values))
+
+    return emit
+
+
 def _shadow_scorer(
     settings: Settings,
     processor: Processor,
     challenger: ServingModel,
     store: PredictionStore | None,
 ) -> ShadowScorer:
-    producer, topic = processor.producer, settings.topics.shadow
-
-    def emit(values: list[bytes], keys: list[bytes | None]) -> None:
-        producer.produce_many(topic, values, keys)
-        processor.metrics.produced.labels(role="shadow").inc(len(values))
-
     s = settings.shadow
     return ShadowScorer(
         challenger,
         processor.champion.feature_names,
-        emit=emit,
+        emit=_emitter(processor, settings.topics.shadow, "shadow"),
         serde=topic_serde(settings, "shadow"),
         metrics=processor.metrics,
         store=store,
@@ -246,44 +176,3 @@ def run_processor(
             server.shutdown()
             server.server_close()
     return summary.as_dict()
-
-
-def event_factory(settings: Settings, options: SourceOptions, source: Path | None) -> EventFactory:
-    labels = None
-    if source is not None:
-        names, rows = rows_from_file(source)
-    else:
-        data = shuttle()
-        names, rows, labels = data.feature_names, data.X, data.y
-    options.max_message_bytes = settings.processor.max_message_bytes
-    return EventFactory(names, rows, topic_serde(settings, "events"), options, labels)
-
-
-def run_source(
-    settings: Settings,
-    options: SourceOptions,
-    *,
-    source: Path | None = None,
-    keep_ids: bool = False,
-    labels_after_s: float | None = None,
-    **producer_config: Any,
-) -> ProduceReport:
-    """Publish events per ``options`` to the events topic and wait for their acknowledgement."""
-    from connectors.source import produce_events
-
-    ensure_topics(settings)
-    factory = event_factory(settings, options, source)
-    producer = Producer(
-        settings.kafka,
-        client_id=client_id("source"),
-        linger_ms=settings.processor.linger_ms,
-        **producer_config,
-    )
-    labels = None
-    if labels_after_s is not None:
-        if factory.labels is None:
-            raise ConfigError("labels are only known for the reference dataset replay")
-        labels = LabelSink(settings.topics.labels, topic_serde(settings, "labels"), labels_after_s)
-    return produce_events(
-        producer, settings.topics.events, factory, keep_ids=keep_ids, labels=labels
-    )

@@ -16,19 +16,17 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
 import signal
-import socket
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 
-from connectors.kafka import Consumer, Message, Producer, TopicPartition
+from connectors.kafka import Consumer, Message, Producer, TopicPartition, client_id
 from models.serving import ServingModel
 from schemas.settings import Settings
 from streams.ops.metrics import Health, Metrics
@@ -37,6 +35,7 @@ from streams.scoring.model_watcher import ModelWatcher
 from streams.scoring.pipeline import BatchOutput, RawBatch, ScoringPipeline
 from streams.scoring.routing import ABRouting
 from streams.scoring.shadow import ShadowScorer
+from streams.scoring.side_path import SidePath
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +87,19 @@ class RunSummary:
         }
 
 
-def client_id(role: str) -> str:
-    return f"streamscore-{role}-{socket.gethostname()}-{os.getpid()}"
+class Closable(Protocol):
+    def close(self) -> None: ...
 
 
-#: A side path gets each batch's output after the champion's records are produced.
-SidePath = Callable[[BatchOutput, RawBatch], None]
+@dataclass(frozen=True, slots=True)
+class BatchTimings:
+    """When one batch passed each step: wall clock at poll, then ``perf_counter`` marks."""
+
+    polled_wall: float
+    polled: float
+    produce_started: float
+    produced: float
+    done: float
 
 
 class Processor:
@@ -132,8 +138,8 @@ class Processor:
         self.watcher: ModelWatcher | None = None
         #: Builds the shadow scorer for a challenger (set by the composition root).
         self.make_shadow: Callable[[ServingModel], ShadowScorer] | None = None
-        #: Anything with close(): background workers drained before the final commit.
-        self.closables: list[Any] = []
+        #: Other helpers stopped with the loop (the lag refresher).
+        self.closables: list[Closable] = []
         self.summary = RunSummary(model_name=champion.name, model_version=champion.version)
         self._stop_reason: str | None = None
         self._assigned_at: float | None = None
@@ -213,7 +219,6 @@ class Processor:
         elif self.make_shadow is not None:
             self.shadow = self.make_shadow(challenger)
             self.side_paths.append(self.shadow)
-            self.closables.append(self.shadow)
         self._publish_model_info()
 
     def audit(self, action: str, model: ServingModel, details: dict[str, str]) -> None:
@@ -307,6 +312,8 @@ class Processor:
         finally:
             if self.watcher is not None:
                 self.watcher.stop()
+            for side_path in self.side_paths:
+                side_path.close()  # drained before the final commit
             for closable in self.closables:
                 closable.close()
             if clean:
@@ -316,9 +323,7 @@ class Processor:
                 self.producer.flush(self.settings.processor.flush_timeout_s)
             self.consumer.close()
             for side_path in self.side_paths:
-                report = getattr(side_path, "report", None)
-                if callable(report):
-                    self.summary.side_paths.update(report())
+                self.summary.side_paths.update(side_path.report())
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             gc.unfreeze()  # what outlives the run (in tests, embedders) is collectable again
@@ -389,7 +394,7 @@ class Processor:
                  role, old.version if old else "none", model.version, first)  # fmt: skip
 
     def _process(self, messages: list[Message]) -> None:
-        polled_at = time.perf_counter()
+        polled = time.perf_counter()
         polled_wall = time.time()
         raw = RawBatch(
             values=[m.value() for m in messages],
@@ -400,14 +405,14 @@ class Processor:
             offsets=cast(list[int], [m.offset() for m in messages]),
         )
         out = self.pipeline.run(raw, self.champion, ab=self.ab)
-        t_produce = time.perf_counter()
+        produce_started = time.perf_counter()
         self._produce(out)
-        produced_at = time.perf_counter()
+        produced = time.perf_counter()
         self.checkpoint.track(zip(raw.topics, raw.partitions, raw.offsets, strict=True))
         for side_path in self.side_paths:
             side_path(out, raw)
-        done = time.perf_counter()
-        self._account(raw, out, polled_wall, polled_at, t_produce, produced_at, done)
+        timings = BatchTimings(polled_wall, polled, produce_started, produced, time.perf_counter())
+        self._account(raw, out, timings)
 
     def _produce(self, out: BatchOutput) -> None:
         topics = self.topics
@@ -416,17 +421,15 @@ class Processor:
         for dead in out.dead_letters:
             self.producer.produce(topics.dlq, dead.value, dead.key, dead.headers)
 
-    def _account(
-        self,
-        raw: RawBatch,
-        out: BatchOutput,
-        polled_wall: float,
-        polled_at: float,
-        t_produce: float,
-        produced_at: float,
-        done: float,
-    ) -> None:
+    def _account(self, raw: RawBatch, out: BatchOutput, t: BatchTimings) -> None:
         m, s = self.metrics, self.summary
+        polled_wall, polled_at, t_produce, produced_at, done = (
+            t.polled_wall,
+            t.polled,
+            t.produce_started,
+            t.produced,
+            t.done,
+        )
         n, scored, dead = len(raw), out.scored, len(out.dead_letters)
         s.events_in += n
         s.scored += scored

@@ -1,11 +1,10 @@
-"""Side paths off the champion's hot path: shadow challenger and prediction store.
+"""The shadow challenger: scores the champion's feature matrix off the hot path.
 
-Both run on a :class:`BackgroundWorker`: a thread with a *bounded* queue. The
-scoring loop hands it a batch and moves on; when the worker falls behind, the
-batch is dropped and counted, never queued without bound, and when it raises,
-the error is counted and logged. Nothing a side path does can slow down, stop
-or reorder the champion's outputs (onnxruntime releases the GIL while the
-challenger scores).
+It runs on a :class:`~streams.scoring.side_path.BackgroundWorker` (a thread with a
+*bounded* queue): when it falls behind, the batch is dropped and counted; when it
+raises, the error is counted and logged. Nothing it does can slow down, stop or
+reorder the champion's outputs (onnxruntime releases the GIL while the challenger
+scores).
 
 Shadow records are produced through the processor's producer, so they are
 flushed by the same checkpoints; but a shadow batch still queued when the
@@ -20,12 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import queue
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -33,9 +29,10 @@ from connectors.redis_store import PredictionStore, StoreUnavailable
 from models.runtime import Scores
 from models.serving import ServingModel
 from schemas.serde import Serde
-from streams.ops.metrics import BatchHistogram, Health, Metrics
+from streams.ops.metrics import BatchHistogram, Metrics
 from streams.scoring.pipeline import BatchOutput, RawBatch
 from streams.scoring.routing import column_order
+from streams.scoring.side_path import BackgroundWorker
 
 log = logging.getLogger(__name__)
 
@@ -43,65 +40,6 @@ T = TypeVar("T")
 
 #: Probability-score bins for comparing champion and challenger score distributions.
 SCORE_BINS = np.linspace(0.0, 1.0, 11)[1:-1]
-
-
-class BackgroundWorker(Generic[T]):
-    """One thread, a bounded queue, counted drops and errors."""
-
-    def __init__(self, name: str, handle: Callable[[T], None], *, max_pending: int) -> None:
-        self.name = name
-        self._handle = handle
-        self._queue: queue.Queue[T | None] = queue.Queue(maxsize=max_pending)
-        self.submitted = 0
-        self.dropped = 0
-        self.errors = 0
-        self.processed = 0
-        self.last_error: str | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, item: T) -> bool:
-        """Queue ``item``; False (and counted) when the worker is behind."""
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            self.dropped += 1
-            return False
-        self.submitted += 1
-        return True
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            try:
-                self._handle(item)
-                self.processed += 1
-            except Exception as exc:  # noqa: BLE001 - counted and logged; the hot path goes on
-                self.errors += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                if self.errors <= 5 or self.errors % 1000 == 0:
-                    log.error("%s failed (%d so far): %s", self.name, self.errors, self.last_error)
-
-    def drain(self, timeout: float = 10.0) -> bool:
-        """Wait until everything queued is handled (for shutdown and tests)."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.005)
-            with self._queue.mutex:
-                if not self._queue.queue and self.processed + self.errors >= self.submitted:
-                    return True
-        return self.processed + self.errors >= self.submitted
-
-    def close(self, timeout: float = 10.0) -> None:
-        self.drain(timeout)
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            log.warning("%s did not stop in time", self.name)
-            return
-        self._thread.join(timeout)
 
 
 def score_psi(reference: np.ndarray, current: np.ndarray, epsilon: float = 1e-4) -> float:
@@ -330,59 +268,3 @@ def _take(scores: Scores, rows: list[int]) -> Scores:
         labels=scores.labels[rows] if scores.labels is not None else None,
         probabilities=scores.probabilities[rows] if scores.probabilities is not None else None,
     )
-
-
-class StoreWriter:
-    """Writes the champion's (or each served variant's) predictions to Redis, off the hot path."""
-
-    def __init__(
-        self,
-        store: PredictionStore,
-        metrics: Metrics,
-        health: Health | None = None,
-        *,
-        max_pending: int = 16,
-    ) -> None:
-        self.store = store
-        self.metrics = metrics
-        self.health = health
-        self.gap_events = 0
-        self.worker: BackgroundWorker[list[tuple[str, str, list[str], Any, list[float]]]] = (
-            BackgroundWorker("prediction-store", self._write, max_pending=max_pending)
-        )
-
-    def __call__(self, out: BatchOutput, raw: RawBatch) -> None:
-        if out.scores is None or out.scored == 0:
-            return
-        parts = []
-        for variant, version, rows in out.served_parts():
-            labels = out.scores.labels[rows].tolist() if out.scores.labels is not None else None
-            ids = [out.events.event_ids[i] for i in rows]
-            parts.append((variant, version, ids, labels, out.scores.score[rows].tolist()))
-        if not self.worker.submit(parts):
-            gap = sum(len(p[2]) for p in parts)
-            self.gap_events += gap
-            self.metrics.store_gap.inc(gap)
-
-    def _write(self, parts: list[tuple[str, str, list[str], Any, list[float]]]) -> None:
-        try:
-            for variant, version, ids, labels, scores in parts:
-                self.store.put_batch(variant, version, ids, labels, scores)
-        except StoreUnavailable:
-            gap = sum(len(p[2]) for p in parts)
-            self.gap_events += gap
-            self.metrics.store_gap.inc(gap)
-            self.metrics.dependency_up.labels(dependency="redis").set(0)
-            if self.health is not None:
-                self.health.problems["redis"] = "unreachable: predictions are not being stored"
-            raise
-        self.metrics.dependency_up.labels(dependency="redis").set(1)
-        if self.health is not None:
-            self.health.problems.pop("redis", None)
-
-    def close(self) -> None:
-        self.worker.close()
-
-    def report(self) -> dict[str, dict[str, Any]]:
-        w = self.worker
-        return {"prediction_store": {"batches_written": w.processed, "gap_events": self.gap_events}}

@@ -24,12 +24,13 @@ from typing import Any
 
 import pytest
 
+from connectors.kafka import ensure_topics
 from connectors.model_registry import CHALLENGER, CHAMPION, ModelRegistry
-from connectors.source import ProduceReport, SourceOptions
+from connectors.source import ProduceReport, SourceOptions, run_source
 from models.bundle import META_FILE, load_bundle
 from schemas.serde import AvroSerde
 from schemas.settings import Settings
-from streams.scoring.compose import build_processor, ensure_topics, run_source
+from streams.scoring.compose import build_processor
 from streams.scoring.processor import Processor
 from tests.integration.kafka_io import read_topic, running, sample, wait_until
 

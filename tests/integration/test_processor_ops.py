@@ -22,14 +22,14 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.kafka import Consumer
+from connectors.kafka import Consumer, ensure_topics
 from connectors.lag import group_lag
-from connectors.source import ProduceReport, SourceOptions
+from connectors.source import ProduceReport, SourceOptions, run_source
 from schemas.errors import ConfigError
 from schemas.serde import AvroSerde
 from schemas.settings import Settings
 from streams.ops.metrics import serve
-from streams.scoring.compose import build_processor, ensure_topics, run_processor, run_source
+from streams.scoring.compose import build_processor, run_processor
 from streams.scoring.processor import Processor
 from tests.conftest import free_port
 from tests.integration.kafka_io import read_topic, running, wait_until

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer as PlainProducer
 
-from connectors.source import SourceOptions
+from connectors.kafka import ensure_topics
+from connectors.source import SourceOptions, run_source
 from models.bundle import load_bundle
 from models.datasets import shuttle
 from models.runtime import OnnxModel
 from schemas.serde import AvroSerde
-from streams.scoring.compose import ensure_topics, run_processor, run_source
+from streams.scoring.compose import run_processor
 from tests.integration.kafka_io import read_topic
 
 pytestmark = pytest.mark.integration

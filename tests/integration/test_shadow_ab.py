@@ -26,14 +26,15 @@ import numpy as np
 import pytest
 
 from connectors.embedded import EmbeddedStack
+from connectors.kafka import ensure_topics
 from connectors.redis_store import PredictionStore
-from connectors.source import ProduceReport, SourceOptions
+from connectors.source import ProduceReport, SourceOptions, run_source
 from models.bundle import META_FILE
 from models.runtime import OnnxModel, Scores
 from schemas.serde import AvroSerde
 from schemas.settings import Settings
 from streams.ops.metrics import serve
-from streams.scoring.compose import build_processor, ensure_topics, run_source
+from streams.scoring.compose import build_processor
 from streams.scoring.processor import Processor
 from tests.conftest import free_port
 from tests.integration.kafka_io import read_topic, running, sample, wait_until
