@@ -67,7 +67,8 @@ def bench(
     ] = False,
 ) -> None:
     """Throughput, latency and memory of the scoring loop, next to the pass-through limit."""
-    from streams.bench.harness import format_report, markdown, run_bench
+    from streams.bench.report import format_report, markdown
+    from streams.bench.run import run_bench
 
     settings = settings_of(ctx)
     try:

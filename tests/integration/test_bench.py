@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from schemas.settings import Settings
-from streams.bench.harness import format_report, histogram_percentiles, markdown, run_bench
+from streams.bench.report import format_report, markdown
+from streams.bench.run import run_bench
+from streams.bench.stats import histogram_percentiles
 from tests.integration.kafka_io import read_topic
 
 pytestmark = pytest.mark.integration

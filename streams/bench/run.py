@@ -1,0 +1,153 @@
+"""``run_bench``: every phase of ``streamscore bench`` in order, one result dict.
+
+Phases (fresh topics and consumer groups for each, so none sees another's records):
+
+1. **preload** N Avro sensor events (the source's :class:`~connectors.source.EventFactory`)
+   into a fresh input topic (:mod:`streams.bench.feed`);
+2. **pipeline** and 3. **pass-through limit** over the N events, ``repeats`` times
+   (:mod:`streams.bench.throughput`, the loops in :mod:`streams.bench.loops`);
+4. **stages** (optional): the per-stage seconds of the pipeline run, and the pipeline
+   again with one stage switched off at a time (:mod:`streams.bench.stage_profile`);
+5. **latency** at a fixed offered rate, for the pass-through and the pipeline
+   (:mod:`streams.bench.latency`);
+6. **soak** (optional): the pipeline in a process of its own over many events, its
+   resident memory sampled (:mod:`streams.bench.soak`).
+
+The machine, the versions and the broker (:mod:`streams.bench.probes`) go into the result
+next to the numbers; :mod:`streams.bench.report` renders it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas.settings import Settings
+from streams.bench.common import Progress
+from streams.bench.feed import Topics
+from streams.bench.latency import latency_phase
+from streams.bench.probes import broker_info, machine_info, versions
+from streams.bench.soak import soak_run
+from streams.bench.throughput import throughput_phase
+
+log = logging.getLogger(__name__)
+
+
+def targets(result: dict[str, Any]) -> dict[str, bool]:
+    """The issue's goals, checked against this run (reported, never asserted)."""
+    checks: dict[str, bool] = {}
+    ratio = result.get("throughput", {}).get("ratio")
+    if ratio is not None:
+        checks["full pipeline >= 50 % of the pass-through limit (events/s)"] = ratio >= 0.5
+    latency = result.get("latency")
+    if latency:
+        p99 = latency["loops"]["pipeline"]["in_loop_ms"].get("p99")
+        share = latency["offered_eps"] / result["throughput"]["pipeline"]["eps"]
+        if p99 is not None:
+            checks[
+                f"processor-added latency (consumed -> produced) p99 <= 20 ms at {share:.0%} load"
+            ] = p99 <= 20.0
+    soak = result.get("soak")
+    if soak:
+        checks[f"resident memory growth <= 10 % over {soak['events']:,} events"] = (
+            soak["growth_pct"] <= 10.0
+        )
+    return checks
+
+
+def _ensure_stack(settings: Settings) -> list[dict[str, Any]]:
+    """Start the embedded broker / Redis the settings point at, if they are not running."""
+    if not (settings.kafka.is_embedded or settings.redis.is_embedded):
+        return []
+    from connectors.embedded import EmbeddedStack
+
+    return [dataclasses.asdict(s) for s in EmbeddedStack(settings).up()]
+
+
+def _ensure_models(settings: Settings) -> None:
+    from models.bundle import bundle_exists
+
+    source = getattr(settings.models, "source", "files")
+    if source == "files" and not bundle_exists(settings.models.champion_path):
+        from models.train import ensure_reference_models
+
+        ensure_reference_models(settings.models.dir)
+
+
+def run_bench(
+    settings: Settings,
+    *,
+    events: int = 200_000,
+    rate_fraction: float = 0.5,
+    latency_events: int = 50_000,
+    soak: int | None = None,
+    stages: bool = True,
+    rate: float | None = None,
+    repeats: int = 1,
+    keep_topics: bool = False,
+    command: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run every phase once (throughput ``repeats`` times) and return the result as a dict.
+
+    ``rate`` fixes the offered rate of the latency phase in events/s; by default it is
+    ``rate_fraction`` of the pipeline's measured maximum. ``latency_events=0`` skips the
+    latency phase, ``soak=None`` the soak. ``keep_topics`` leaves the bench's topics on the
+    broker (the result names them) instead of deleting each after its phase.
+    """
+    if events < 1 or repeats < 1:
+        raise ValueError("events and repeats must be at least 1")
+    say = progress or (lambda message: log.info("%s", message))
+    started = time.time()
+    run_id = uuid.uuid4().hex[:8]
+    result: dict[str, Any] = {
+        "bench": "streamscore",
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "run_id": run_id,
+        "params": {
+            "events": events,
+            "rate_fraction": rate_fraction,
+            "rate": rate,
+            "latency_events": latency_events,
+            "soak": soak,
+            "stages": stages,
+            "repeats": repeats,
+        },
+        "machine": machine_info(),
+        "versions": versions(),
+        "broker": broker_info(settings),
+        "settings": settings.model_dump(mode="json"),
+    }
+    result["stack"] = _ensure_stack(settings)
+    _ensure_models(settings)
+    topics = Topics(settings, run_id, keep=keep_topics)
+    try:
+        champion = throughput_phase(result, topics, events, repeats, stages, run_id, say)
+        best_pipeline = result["throughput"]["pipeline"]["eps"]
+        if latency_events > 0:
+            offered = rate if rate is not None else rate_fraction * best_pipeline
+            result["latency"] = latency_phase(
+                topics,
+                offered=offered,
+                count=latency_events,
+                champion=champion,
+                fan_out=result["throughput"]["fan_out"],
+                repeats=repeats,
+                run_id=run_id,
+                say=say,
+            )
+        if soak:
+            say(f"soak: {soak:,} events through a processor process of its own")
+            result["soak"] = soak_run(topics, soak, run_id, say)
+    finally:
+        topics.drop_all()
+    result["targets"] = targets(result)
+    result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["elapsed_s"] = round(time.time() - started, 1)
+    return result
