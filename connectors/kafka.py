@@ -45,35 +45,89 @@ def client_id(role: str) -> str:
     return f"streamscore-{role}-{socket.gethostname()}-{os.getpid()}"
 
 
+#: librdkafka's default ``message.max.bytes`` (the producer refuses larger records).
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+#: Error codes meaning "this record is larger than the client, broker or topic accepts".
+TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})
+
+#: Given a refused record (topic, value, key, headers), a smaller one to send instead,
+#: or None when there is nothing smaller to send. See :class:`Producer`.
+Shrink = Callable[
+    [str, bytes | None, bytes | None, "Headers | None"],
+    "tuple[bytes | None, bytes | None, Headers | None] | None",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A record the broker refused as too large, kept for a smaller second try."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None
+    headers: Headers | None
+
+
 class _DeliveryLatch:
     """Keeps the first delivery error. Separate from :class:`Producer` so the
     librdkafka handle does not reference its own wrapper (a cycle would keep
-    the handle, and its threads, alive after the wrapper is gone)."""
+    the handle, and its threads, alive after the wrapper is gone).
 
-    def __init__(self) -> None:
+    A record of a ``shrinkable`` topic refused as too large is not an error yet:
+    it is kept in ``refused`` for :meth:`Producer.flush` to send again, smaller.
+    """
+
+    def __init__(self, shrinkable: frozenset[str] = frozenset()) -> None:
         self.error: KafkaError | None = None
         self.failed = 0
+        self.shrinkable = shrinkable
+        self.refused: list[Refused] = []
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self.failed += 1
-            if self.error is None:
-                self.error = err
-                log.error("delivery to %s failed: %s", msg.topic(), err)
+        if err is None:
+            return
+        topic = msg.topic() or ""
+        if err.code() in TOO_LARGE and topic in self.shrinkable:
+            headers = cast("Headers | None", msg.headers())
+            self.refused.append(Refused(topic, msg.value(), msg.key(), headers))
+            return
+        self.failed += 1
+        if self.error is None:
+            self.error = err
+            log.error("delivery to %s failed: %s", topic, err)
 
     def take(self) -> tuple[KafkaError | None, int]:
         err, failed = self.error, self.failed
         self.error, self.failed = None, 0
         return err, failed
 
+    def take_refused(self) -> list[Refused]:
+        refused, self.refused = self.refused, []
+        return refused
+
 
 class Producer:
-    """Idempotent producer whose delivery errors surface at :meth:`flush`."""
+    """Idempotent producer whose delivery errors surface at :meth:`flush`.
+
+    With ``shrink``, a record of one of ``shrink_topics`` that is too large — refused by
+    librdkafka at ``produce`` (``message.max.bytes``) or by the broker at delivery
+    (``message.max.bytes`` / the topic's ``max.message.bytes``) — is replaced by the
+    smaller record ``shrink`` returns, and :meth:`flush` does not return before the
+    replacement is acknowledged. That is how a dead letter is always deliverable.
+    """
 
     def __init__(
-        self, kafka: KafkaSettings, *, client_id: str, linger_ms: int = 5, **extra: Any
+        self,
+        kafka: KafkaSettings,
+        *,
+        client_id: str,
+        linger_ms: int = 5,
+        shrink: Shrink | None = None,
+        shrink_topics: Iterable[str] = (),
+        **extra: Any,
     ) -> None:
-        self._latch = _DeliveryLatch()
+        self._latch = _DeliveryLatch(frozenset(shrink_topics) if shrink else frozenset())
+        self._shrink = shrink
         config = {
             **kafka.client_properties(),
             "client.id": client_id,
@@ -87,6 +141,8 @@ class Producer:
             **extra,
             **kafka.client_config,  # the user's librdkafka properties win over our defaults
         }
+        #: The largest record this producer sends (librdkafka's ``message.max.bytes``).
+        self.max_message_bytes = int(config.get("message.max.bytes", DEFAULT_MAX_MESSAGE_BYTES))
         self._producer = _Producer(config)
 
     def produce(
@@ -103,6 +159,26 @@ class Producer:
                 return
             except BufferError:
                 self._producer.poll(0.05)
+            except KafkaException as exc:
+                smaller = self._smaller(exc, topic, value, key, headers)
+                if smaller is None:
+                    raise DeliveryFailed(f"record for {topic} refused: {exc}") from exc
+                value, key, headers = smaller
+
+    def _smaller(
+        self,
+        exc: KafkaException,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers | None,
+    ) -> tuple[bytes | None, bytes | None, Headers | None] | None:
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if self._shrink is None or err is None or err.code() not in TOO_LARGE:
+            return None
+        if topic not in self._latch.shrinkable:
+            return None
+        return self._shrink(topic, value, key, headers)
 
     def produce_many(
         self, topic: str, values: Sequence[bytes], keys: Sequence[bytes | None]
@@ -120,11 +196,30 @@ class Producer:
         self._producer.poll(timeout)
 
     def flush(self, timeout: float = 30.0) -> None:
-        """Wait for every queued record's acknowledgement; raise if any failed."""
+        """Wait for every queued record's acknowledgement; raise if any failed.
+
+        Records refused as too large are sent again through ``shrink`` (each try
+        smaller) before this returns; one that cannot shrink further is a failure.
+        """
         remaining = self._producer.flush(timeout)
+        for _attempt in range(4):
+            refused = self._latch.take_refused()
+            if not refused:
+                break
+            for r in refused:
+                smaller = self._shrink(r.topic, r.value, r.key, r.headers) if self._shrink else None
+                if smaller is None:
+                    self._latch.failed += 1
+                    continue
+                log.warning("%s refused a %d-byte record as too large; sent %d bytes instead",
+                            r.topic, len(r.value or b""), len(smaller[0] or b""))  # fmt: skip
+                self.produce(r.topic, *smaller)
+            remaining = self._producer.flush(timeout)
+        else:
+            self._latch.failed += len(self._latch.take_refused())
         err, failed = self._latch.take()
-        if err is not None:
-            raise DeliveryFailed(f"{failed} output record(s) not delivered: {err}")
+        if err is not None or failed:
+            raise DeliveryFailed(f"{failed} output record(s) not delivered: {err or 'too large'}")
         if remaining:
             raise DeliveryFailed(f"{remaining} output record(s) unacknowledged after {timeout}s")
 
@@ -324,6 +419,25 @@ class Admin:
                 break
             time.sleep(0.1)
         return missing
+
+    def max_message_bytes(self, topic: str, timeout: float = 5.0) -> int | None:
+        """The topic's ``max.message.bytes`` (else the broker's ``message.max.bytes``),
+        or None when the cluster does not say (the embedded broker reports neither)."""
+        from confluent_kafka.admin import ConfigResource
+
+        md = self._admin.list_topics(timeout=timeout)
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, topic)]
+        resources += [ConfigResource(ConfigResource.Type.BROKER, str(b)) for b in md.brokers]
+        wanted = {"max.message.bytes", "message.max.bytes"}
+        limits: list[int] = []
+        for future in self._admin.describe_configs(resources).values():
+            try:
+                entries = future.result(timeout=timeout)
+            except (KafkaException, TimeoutError, ValueError) as exc:
+                log.debug("describe_configs: %s", exc)
+                continue
+            limits += [int(e.value) for name, e in entries.items() if name in wanted and e.value]
+        return min(limits) if limits else None
 
     def delete_topics(self, names: Sequence[str], timeout: float = 15.0) -> None:
         if not names:

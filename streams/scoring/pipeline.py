@@ -24,11 +24,10 @@ from models.runtime import Scores
 from models.serving import ServingModel
 from schemas.errors import Rejection
 from schemas.serde import Serde
+from streams.scoring.dead_letters import DeadLetter, DeadLetterPolicy, reason_headers
 from streams.scoring.routing import ABRouting
 from streams.scoring.stages import EventBatch, build_matrix, check_sizes, decode_events
 
-#: Kafka Connect's dead-letter header names: tools that read Connect DLQs read ours.
-DLQ_HEADER_PREFIX = "__connect.errors."
 STAGES = ("size", "decode", "validate", "score", "encode")
 #: Scored-event audit records carry no details unless A/B routing decided the variant.
 _NO_DETAILS: dict[str, str] = {}
@@ -46,14 +45,6 @@ class RawBatch:
 
     def __len__(self) -> int:
         return len(self.values)
-
-
-@dataclass(slots=True)
-class DeadLetter:
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-    rejection: Rejection
 
 
 @dataclass(slots=True)
@@ -94,20 +85,6 @@ class BatchOutput:
         return parts
 
 
-def dlq_headers(raw: RawBatch, rejection: Rejection) -> list[tuple[str, bytes]]:
-    i = rejection.index
-    p = DLQ_HEADER_PREFIX
-    return [
-        (p + "topic", raw.topics[i].encode()),
-        (p + "partition", str(raw.partitions[i]).encode()),
-        (p + "offset", str(raw.offsets[i]).encode()),
-        (p + "stage", rejection.stage.encode()),
-        (p + "class.name", b"streams.processor"),
-        (p + "exception.class.name", rejection.reason.encode()),
-        (p + "exception.message", rejection.message.encode()),
-    ]
-
-
 class ScoringPipeline:
     """Decode, validate and score one batch with the champion; encode the outputs."""
 
@@ -120,12 +97,14 @@ class ScoringPipeline:
         max_message_bytes: int,
         actor: str,
         variant: str = "champion",
+        dead_letters: DeadLetterPolicy | None = None,
     ) -> None:
         self.event_serde = event_serde
         self.typed = event_serde.format != "json"
         self.prediction_serde = prediction_serde
         self.audit_serde = audit_serde
         self.max_message_bytes = max_message_bytes
+        self.dead_letter_policy = dead_letters or DeadLetterPolicy()
         self.actor = actor
         self.variant = variant
 
@@ -165,10 +144,7 @@ class ScoringPipeline:
         out.events, out.matrix, out.scores = events, matrix, scores
         self._encode(raw, out)
         t5 = clock()
-        out.dead_letters = [
-            DeadLetter(raw.keys[r.index], raw.values[r.index], dlq_headers(raw, r), r)
-            for r in sorted(rejected, key=lambda r: r.index)
-        ]
+        out.dead_letters = [self._dead_letter(raw, r) for r in sorted(rejected, key=_index)]
         out.stage_seconds = {
             "size": t1 - t0,
             "decode": t2 - t1,
@@ -177,6 +153,11 @@ class ScoringPipeline:
             "encode": t5 - t4,
         }
         return out
+
+    def _dead_letter(self, raw: RawBatch, r: Rejection) -> DeadLetter:
+        i = r.index
+        headers = reason_headers(raw.topics[i], raw.partitions[i], raw.offsets[i], r)
+        return self.dead_letter_policy.build(raw.keys[i], raw.values[i], headers, r)
 
     def _encode(self, raw: RawBatch, out: BatchOutput) -> None:
         events, scores = out.events, out.scores
@@ -314,3 +295,7 @@ def raw_batch_from(
         partitions=[partition] * n,
         offsets=list(range(first_offset, first_offset + n)),
     )
+
+
+def _index(r: Rejection) -> int:
+    return r.index

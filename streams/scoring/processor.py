@@ -26,11 +26,12 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
-from connectors.kafka import Consumer, Message, Producer, TopicPartition, client_id
+from connectors.kafka import Admin, Consumer, Message, Producer, TopicPartition, client_id
 from models.serving import ServingModel
 from schemas.settings import Settings
 from streams.ops.metrics import Health, Metrics
 from streams.scoring.checkpoint import Checkpoint
+from streams.scoring.dead_letters import DeadLetterPolicy
 from streams.scoring.model_watcher import ModelWatcher
 from streams.scoring.pipeline import BatchOutput, RawBatch, ScoringPipeline
 from streams.scoring.routing import ABRouting
@@ -85,6 +86,20 @@ class RunSummary:
             "exit_reason": self.exit_reason,
             **self.side_paths,
         }
+
+
+def dlq_limit(settings: Settings, producer: Producer) -> int:
+    """The largest dead letter the DLQ will take: the producer's ``message.max.bytes``, and
+    the topic's ``max.message.bytes`` / broker's ``message.max.bytes`` where the cluster
+    reports them (the embedded broker reports neither and takes any size)."""
+    limits = {"producer message.max.bytes": producer.max_message_bytes}
+    if not settings.kafka.is_embedded:
+        cluster = Admin(settings.kafka, quiet=True).max_message_bytes(settings.topics.dlq)
+        if cluster is not None:
+            limits[f"{settings.topics.dlq} max.message.bytes"] = cluster
+    source, limit = min(limits.items(), key=lambda kv: kv[1])
+    log.info("dead letters up to %d bytes (%s); larger ones are truncated", limit, source)
+    return limit
 
 
 class Closable(Protocol):
@@ -164,13 +179,22 @@ class Processor:
             auto_offset_reset=p.auto_offset_reset,
             **{"message.max.bytes": max(p.max_message_bytes * 4, 1_000_000)},
         )
-        producer = Producer(settings.kafka, client_id=client_id("processor"), linger_ms=p.linger_ms)
+        dead_letters = DeadLetterPolicy()
+        producer = Producer(
+            settings.kafka,
+            client_id=client_id("processor"),
+            linger_ms=p.linger_ms,
+            shrink=dead_letters.shrink,
+            shrink_topics=[settings.topics.dlq],
+        )
+        dead_letters.limit_bytes = dlq_limit(settings, producer)
         pipeline = ScoringPipeline(
             event_serde=topic_serde(settings, "events"),
             prediction_serde=topic_serde(settings, "predictions"),
             audit_serde=topic_serde(settings, "audit"),
             max_message_bytes=p.max_message_bytes,
             actor=client_id("processor"),
+            dead_letters=dead_letters,
         )
         health = health or Health()
         health.champion_loaded = True

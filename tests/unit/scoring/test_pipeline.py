@@ -22,8 +22,8 @@ from models.bundle import MODEL_FILE
 from models.datasets import shuttle
 from models.serving import ServingModel
 from schemas.serde import AvroSerde, JsonSerde, Serde
+from streams.scoring.dead_letters import DLQ_HEADER_PREFIX
 from streams.scoring.pipeline import (
-    DLQ_HEADER_PREFIX,
     RawBatch,
     ScoringPipeline,
     raw_batch_from,
