@@ -72,8 +72,10 @@ def evaluate(
     ] = False,
 ) -> None:
     """Join labels with stored predictions; publish per-variant quality and the verdict."""
-    from streams.evaluation.evaluator import EvaluatorOptions, run_evaluator
-    from streams.evaluation.quality import VerdictPolicy, WindowSpec
+    from streams.evaluation.app import run_evaluator
+    from streams.evaluation.options import EvaluatorOptions
+    from streams.evaluation.policy import VerdictPolicy
+    from streams.evaluation.windows import WindowSpec
 
     try:
         options = EvaluatorOptions(
@@ -116,7 +118,7 @@ def _when(ms: int | None) -> str:
 
 
 def render_report(report: dict[str, Any]) -> list[Any]:
-    """Rich renderables of a :func:`streams.evaluation.evaluator.latest_report` result."""
+    """Rich renderables of a :func:`streams.evaluation.records.latest_report` result."""
     variants = Table(title=f"per-variant quality (cumulative, {report['topic']})")
     for column in ("variant", "version", "labels", "accuracy", "log-loss", "Brier", "MAE", "RMSE",
                    "first label", "last label"):  # fmt: skip
@@ -190,7 +192,7 @@ def shadow_report(
     ] = 1.0,
 ) -> None:
     """Latest per-variant quality and the champion-vs-challenger verdict, with its evidence."""
-    from streams.evaluation.evaluator import latest_report
+    from streams.evaluation.records import latest_report
 
     try:
         report = latest_report(settings_of(ctx), idle_s=idle)

@@ -5,7 +5,7 @@ each side is right or wrong (classifiers) or has a loss (regressors). Pairing
 removes the between-event noise that an unpaired A/B comparison would pay for;
 only the events where the two disagree carry evidence.
 
-What this module answers, and how:
+What a verdict answers, and how:
 
 * **Can we promote yet?** An always-valid sequential test. For classifiers it is
   a mixture SPRT (mSPRT) on the discordant pairs: under "the challenger is no
@@ -16,14 +16,22 @@ What this module answers, and how:
   inequality ``P(sup_t E_t >= 1/alpha) <= alpha``. The dashboard may therefore be
   watched after every label, and the evaluator may stop at any time it likes:
   the false-promotion rate stays <= alpha, at every stopping time. The
-  always-valid p-value is ``min(1, 1 / max_t E_t)``.
+  always-valid p-value is ``min(1, 1 / max_t E_t)``. The e-values are computed
+  in :mod:`streams.evaluation.sequential`.
 * **What would a classical fixed-horizon test say?** McNemar's test (exact
   binomial for few discordant pairs, chi-square with continuity correction
   otherwise). It is valid only when the sample size was fixed in advance and the
   result looked at once; it is reported, never used to decide.
 * **How big is the difference?** Difference in accuracy (challenger - champion)
   with an Agresti-Min confidence interval for paired proportions, or the mean
-  loss reduction with a t interval. These intervals are fixed-horizon too.
+  loss reduction with a t interval. These intervals are fixed-horizon too
+  (both are in :mod:`streams.evaluation.fixed_horizon`).
+
+This module holds the two paired comparisons that accumulate the outcomes
+(:class:`PairedComparison` for classifiers, :class:`PairedLossComparison` for
+regressors, over one :class:`PairedTest` base), the :class:`Verdict` they give,
+and their exact state as JSON-ready values (:func:`comparison_state`), which
+the evaluator keeps in a table.
 
 Assumptions behind the guarantee: the paired outcomes arrive in an order that
 does not depend on the outcomes themselves (label delay is fine; holding back
@@ -36,221 +44,35 @@ only events for which both predictions and the label are known.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from fractions import Fraction
-from typing import Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special, stats
+
+from streams.evaluation.fixed_horizon import (
+    mcnemar_p_value,
+    paired_accuracy_interval,
+    scaled_mean_interval,
+)
+from streams.evaluation.sequential import (
+    DEFAULT_CONCENTRATION,
+    MAX_LOG_E_VALUE,
+    FloatArray,
+    SequentialState,
+    betting_log_e_increments,
+    discordant_log_e_values,
+)
 
 Decision = Literal["promote", "keep", "inconclusive"]
 Metric = Literal["accuracy", "loss"]
 
-FloatArray = npt.NDArray[np.float64]
 _Code = TypeVar("_Code", bound=str)
 
-#: Mixture prior of the discordant-pair mSPRT: a Beta(a, a) on the probability
-#: that a discordant pair favours the challenger, truncated to one side of 1/2.
-#: a = 5 puts most mass on shares of 0.5-0.8, where real challengers sit. The
-#: choice is not delicate: on simulated 0.85-vs-0.90 streams the median number of
-#: labels to promote stayed within 1.5x of the best for every a in [0.5, 50].
-DEFAULT_CONCENTRATION = 5.0
-#: Prior concentration of the degradation test (a Beta with mean at the baseline
-#: error rate and this many pseudo-observations, truncated to "worse").
-DEFAULT_DEGRADATION_CONCENTRATION = 30.0
-#: McNemar switches from the exact binomial test to chi-square at this many
-#: discordant pairs (the usual rule: below 25 the chi-square approximation is poor).
-EXACT_MCNEMAR_BELOW = 25
-#: Log e-values saturate here (e^700 ~ 1e304) so that they stay finite floats:
-#: far beyond any decision threshold, and JSON/Avro can carry them.
-MAX_LOG_E_VALUE = 700.0
-
-_LOG2 = math.log(2.0)
 _DECISION_CODES: dict[Decision, float] = {"keep": -1.0, "inconclusive": 0.0, "promote": 1.0}
 _METRIC_CODES: dict[Metric, float] = {"accuracy": 0.0, "loss": 1.0}
-
-
-# --------------------------------------------------------------------------- tests
-
-
-def discordant_log_e_values(
-    challenger_wins: npt.ArrayLike,
-    champion_wins: npt.ArrayLike,
-    concentration: float = DEFAULT_CONCENTRATION,
-) -> tuple[FloatArray, FloatArray]:
-    """Log e-values of the discordant-pair mSPRT, for promote and for keep.
-
-    ``challenger_wins`` (b) counts events the challenger alone got right,
-    ``champion_wins`` (c) those the champion alone got right; pass cumulative
-    counts to get the whole path at once (the function is vectorised).
-
-    The promote e-value mixes the likelihood ratio ``(2q)^b (2(1-q))^c`` over
-    ``q ~ Beta(a, a)`` truncated to ``q >= 1/2``; each ratio with ``q >= 1/2`` is a
-    supermartingale whenever the challenger is *no better* than the champion
-    (not only when they are equal), so the promote test controls false
-    promotions over that whole composite null. Closed form::
-
-        E+ = 2^(b+c+1) B(a+b, a+c) / B(a, a) * P(Beta(a+b, a+c) > 1/2)
-
-    and the keep e-value is the mirror image (``q <= 1/2``).
-
-    >>> promote, keep = discordant_log_e_values([0, 30], [0, 10])
-    >>> [round(float(v), 3) for v in np.exp(promote)], [round(float(v), 3) for v in np.exp(keep)]
-    ([1.0, 58.508], [1.0, 0.111])
-    """
-    if concentration <= 0:
-        raise ValueError(f"concentration must be > 0, got {concentration}")
-    b = np.asarray(challenger_wins, dtype=np.float64)
-    c = np.asarray(champion_wins, dtype=np.float64)
-    a = float(concentration)
-    base = (b + c + 1.0) * _LOG2 + special.betaln(a + b, a + c) - special.betaln(a, a)
-    with np.errstate(divide="ignore"):
-        # P(Beta(a+b, a+c) > 1/2) = I_{1/2}(a+c, a+b), by the symmetry of I_{1/2}.
-        log_promote = base + np.log(special.betainc(a + c, a + b, 0.5))
-        log_keep = base + np.log(special.betainc(a + b, a + c, 0.5))
-    return (
-        np.minimum(log_promote, MAX_LOG_E_VALUE),
-        np.minimum(log_keep, MAX_LOG_E_VALUE),
-    )
-
-
-def mcnemar_p_value(
-    challenger_wins: int, champion_wins: int, *, exact: bool | None = None
-) -> float:
-    """Two-sided McNemar p-value for a fixed horizon.
-
-    ``exact=None`` picks the exact binomial test below ``EXACT_MCNEMAR_BELOW``
-    discordant pairs and the chi-square test with continuity correction
-    otherwise. The exact test is computed in rational arithmetic, so it is the
-    exact binomial tail rounded once. The correction is ``max(|b - c| - 1, 0)``,
-    so equal counts give p = 1.
-
-    >>> mcnemar_p_value(1, 6)  # 2 * (C(7,0) + C(7,1)) / 2^7 = 16 / 128
-    0.125
-    >>> round(mcnemar_p_value(30, 15), 6)  # chi2 = (15 - 1)^2 / 45, one degree of freedom
-    0.036888
-    >>> mcnemar_p_value(0, 0)
-    1.0
-    """
-    b, c = int(challenger_wins), int(champion_wins)
-    if b < 0 or c < 0:
-        raise ValueError(f"counts must be >= 0, got {b}, {c}")
-    discordant = b + c
-    if discordant == 0:
-        return 1.0
-    if exact is None:
-        exact = discordant < EXACT_MCNEMAR_BELOW
-    if exact:
-        tail = sum(math.comb(discordant, k) for k in range(min(b, c) + 1))
-        return float(min(Fraction(1), Fraction(2 * tail, 2**discordant)))
-    statistic = max(abs(b - c) - 1, 0) ** 2 / discordant
-    return float(stats.chi2.sf(statistic, df=1))
-
-
-def paired_accuracy_interval(
-    n: int, challenger_wins: int, champion_wins: int, alpha: float = 0.05
-) -> tuple[float, float, float]:
-    """Accuracy difference (challenger - champion) and its ``1 - alpha`` interval.
-
-    Returns ``(effect, low, high)``: the plain estimate ``(b - c) / n`` and the
-    Agresti-Min interval, a Wald interval on the table with 1/2 added to each
-    of the four cells, which keeps its coverage near nominal even with few
-    discordant pairs and never degenerates to zero width. With no data it is
-    wide but finite. The interval is fixed-horizon: do not gate on it while
-    watching continuously (the sequential test is for that).
-
-    >>> [round(v, 4) for v in paired_accuracy_interval(1000, 60, 30)]
-    [0.03, 0.0114, 0.0485]
-    """
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    if n < challenger_wins + champion_wins:
-        raise ValueError("n must be at least the number of discordant pairs")
-    effect = (challenger_wins - champion_wins) / n if n else 0.0
-    total = n + 2.0
-    p_b = (challenger_wins + 0.5) / total
-    p_c = (champion_wins + 0.5) / total
-    centre = p_b - p_c
-    half = float(stats.norm.ppf(1 - alpha / 2)) * math.sqrt((p_b + p_c - centre**2) / total)
-    return effect, max(-1.0, centre - half), min(1.0, centre + half)
-
-
-def degradation_log_e_values(
-    baseline_error_rate: float,
-    errors: npt.ArrayLike,
-    n: npt.ArrayLike,
-    *,
-    margin: float = 0.0,
-    concentration: float = DEFAULT_DEGRADATION_CONCENTRATION,
-) -> FloatArray:
-    """Log e-values that the error rate exceeds ``baseline_error_rate + margin``.
-
-    ``errors`` out of ``n`` labelled events since the promotion (vectorised:
-    pass cumulative counts for a whole path). The e-value mixes the binomial
-    likelihood ratio over error rates ``q >= p0 = baseline + margin`` with a
-    Beta prior of mean ``p0`` and ``concentration`` pseudo-observations,
-    truncated to ``q >= p0``. Each ratio is a supermartingale whenever the true
-    rate is ``<= p0``, so checking it after every batch and acting on the first
-    crossing of ``1/alpha`` raises a false alarm with probability <= alpha.
-    The baseline is treated as known: estimate it on many labels, or use
-    ``margin`` to absorb its uncertainty and ignore harmless drifts.
-
-    >>> log_e = degradation_log_e_values(0.1, errors=[0, 10, 30], n=[0, 100, 100])
-    >>> [round(float(v), 2) for v in np.exp(log_e)]
-    [1.0, 0.51, 210987.75]
-    """
-    p0 = baseline_error_rate + margin
-    if not 0 < p0 < 1:
-        raise ValueError(f"baseline_error_rate + margin must be in (0, 1), got {p0}")
-    if concentration <= 0:
-        raise ValueError(f"concentration must be > 0, got {concentration}")
-    k = np.asarray(errors, dtype=np.float64)
-    total = np.asarray(n, dtype=np.float64)
-    if np.any(k < 0) or np.any(k > total):
-        raise ValueError("errors must be within [0, n]")
-    a0, b0 = concentration * p0, concentration * (1 - p0)
-    ok = total - k
-    with np.errstate(divide="ignore"):
-        log_e = (
-            special.betaln(k + a0, ok + b0)
-            - special.betaln(a0, b0)
-            + np.log(special.betaincc(k + a0, ok + b0, p0))
-            - math.log(special.betaincc(a0, b0, p0))
-            - k * math.log(p0)
-            - ok * math.log1p(-p0)
-        )
-    return np.asarray(np.minimum(log_e, MAX_LOG_E_VALUE), dtype=np.float64)
-
-
-def degraded(
-    baseline_error_rate: float,
-    current_errors: int,
-    n: int,
-    alpha: float = 0.05,
-    *,
-    margin: float = 0.0,
-    concentration: float = DEFAULT_DEGRADATION_CONCENTRATION,
-) -> bool:
-    """Whether a promoted champion is now worse than its baseline error rate.
-
-    Feed cumulative counts since the promotion, call after every batch, and roll
-    back at the first ``True``: that rule is anytime-valid, its false-rollback
-    probability is <= alpha however long the model runs (see
-    :func:`degradation_log_e_values`).
-
-    >>> degraded(0.10, current_errors=12, n=100)
-    False
-    >>> degraded(0.10, current_errors=25, n=100)
-    True
-    """
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    log_e = degradation_log_e_values(
-        baseline_error_rate, current_errors, n, margin=margin, concentration=concentration
-    )
-    return bool(log_e >= -math.log(alpha))
 
 
 # --------------------------------------------------------------------------- verdict
@@ -282,11 +104,6 @@ class Verdict:
     e_value_keep: float
     p_value_keep: float
     mcnemar_p: float
-
-    @property
-    def discordant(self) -> int:
-        """Events on which exactly one side was better."""
-        return self.challenger_wins + self.champion_wins
 
     def to_evidence(self) -> dict[str, float]:
         """A flat ``str -> float`` map (the ``evidence`` field of ``sensor.evaluation``).
@@ -398,30 +215,95 @@ def _decide(
     return "inconclusive"
 
 
-class _SequentialState:
-    """Current and running-maximum log e-values of the two one-sided tests."""
+# --------------------------------------------------------------------------- comparisons
 
-    def __init__(self) -> None:
-        self.log_e_promote = 0.0
-        self.log_e_keep = 0.0
-        self.max_log_e_promote = 0.0
-        self.max_log_e_keep = 0.0
 
-    def advance(self, log_promote: FloatArray, log_keep: FloatArray) -> None:
-        if log_promote.size == 0:
-            return
-        self.log_e_promote = float(log_promote[-1])
-        self.log_e_keep = float(log_keep[-1])
-        self.max_log_e_promote = max(self.max_log_e_promote, float(log_promote.max()))
-        self.max_log_e_keep = max(self.max_log_e_keep, float(log_keep.max()))
+class PairedTest(ABC):
+    """What both paired comparisons share: the counts, the two e-processes, the verdict.
+
+    A subclass accumulates its own kind of paired outcome in ``update`` and
+    gives its effect estimate in :meth:`effect_interval`; the decision rules
+    are the same for both.
+    """
+
+    metric: ClassVar[Metric]
+    _n: int
+    _challenger_wins: int
+    _champion_wins: int
+    _sequential: SequentialState
+
+    def reset(self) -> None:
+        """Forget every pair (for example after the aliases moved); keep the parameters."""
+        self._n = 0
+        self._challenger_wins = 0
+        self._champion_wins = 0
+        self._sequential = SequentialState()
 
     @property
-    def p_promote(self) -> float:
-        return min(1.0, math.exp(-self.max_log_e_promote))
+    def n(self) -> int:
+        """Paired events seen."""
+        return self._n
 
     @property
-    def p_keep(self) -> float:
-        return min(1.0, math.exp(-self.max_log_e_keep))
+    def challenger_wins(self) -> int:
+        """Events on which only the challenger was better (right where the champion was
+        wrong; a strictly lower loss)."""
+        return self._challenger_wins
+
+    @property
+    def champion_wins(self) -> int:
+        """Events on which only the champion was better."""
+        return self._champion_wins
+
+    @property
+    def e_value(self) -> float:
+        """Current e-value against "the challenger is no better"."""
+        return math.exp(self._sequential.log_e_promote)
+
+    @property
+    def p_value_sequential(self) -> float:
+        """Always-valid p-value for "the challenger is no better"."""
+        return self._sequential.p_promote
+
+    @abstractmethod
+    def effect_interval(self, alpha: float = 0.05) -> tuple[float, float, float]:
+        """The effect (positive: the challenger is better) and its fixed-horizon interval."""
+
+    def verdict(
+        self, alpha: float = 0.05, min_samples: int = 100, max_samples: int | None = None
+    ) -> Verdict:
+        """The decision at level ``alpha``.
+
+        ``promote`` when the promote e-process has reached ``1/alpha`` (and the
+        keep one has not), ``keep`` when the keep e-process has, or when
+        ``max_samples`` paired events have passed without a promotion (the
+        futility budget: an equal challenger would otherwise stay inconclusive
+        forever), else ``inconclusive``; always ``inconclusive`` below
+        ``min_samples``. A rejection is final: the decision uses the running
+        maximum of each e-process, which is the stopping rule Ville's
+        inequality bounds. Call :meth:`reset` to start a fresh experiment.
+        """
+        sequential = self._sequential
+        decision = _decide(
+            sequential.p_promote, sequential.p_keep, self.n, alpha, min_samples, max_samples
+        )
+        effect, low, high = self.effect_interval(alpha)
+        return Verdict(
+            decision=decision,
+            metric=self.metric,
+            alpha=alpha,
+            n=self.n,
+            challenger_wins=self.challenger_wins,
+            champion_wins=self.champion_wins,
+            effect=effect,
+            ci_low=low,
+            ci_high=high,
+            e_value=math.exp(sequential.log_e_promote),
+            p_value_sequential=sequential.p_promote,
+            e_value_keep=math.exp(sequential.log_e_keep),
+            p_value_keep=sequential.p_keep,
+            mcnemar_p=mcnemar_p_value(self.challenger_wins, self.champion_wins),
+        )
 
 
 def _as_outcomes(values: npt.ArrayLike, name: str) -> npt.NDArray[np.bool_]:
@@ -435,7 +317,7 @@ def _as_outcomes(values: npt.ArrayLike, name: str) -> npt.NDArray[np.bool_]:
     return array
 
 
-class PairedComparison:
+class PairedComparison(PairedTest):
     """Accumulates paired right/wrong outcomes and gives a :class:`Verdict`.
 
     Feed it batches of the events whose label has arrived, in the same order
@@ -448,7 +330,8 @@ class PairedComparison:
     ----------
     concentration
         ``a`` of the Beta(a, a) mixture prior over the share of discordant pairs
-        won by the challenger (see :func:`discordant_log_e_values`).
+        won by the challenger (see
+        :func:`streams.evaluation.sequential.discordant_log_e_values`).
 
     >>> cmp = PairedComparison()
     >>> rng = np.random.default_rng(7)
@@ -460,11 +343,7 @@ class PairedComparison:
     ('promote', 3000, True)
     """
 
-    metric: Metric = "accuracy"
-    _n: int
-    _challenger_wins: int
-    _champion_wins: int
-    _sequential: _SequentialState
+    metric = "accuracy"
 
     def __init__(self, concentration: float = DEFAULT_CONCENTRATION) -> None:
         if concentration <= 0:
@@ -494,60 +373,12 @@ class PairedComparison:
         """Add one paired outcome (a thin wrapper over :meth:`update`)."""
         self.update([champion_correct], [challenger_correct])
 
-    @property
-    def n(self) -> int:
-        """Paired events seen."""
-        return self._n
-
-    @property
-    def challenger_wins(self) -> int:
-        """Events the challenger got right and the champion wrong."""
-        return self._challenger_wins
-
-    @property
-    def champion_wins(self) -> int:
-        """Events the champion got right and the challenger wrong."""
-        return self._champion_wins
-
-    @property
-    def e_value(self) -> float:
-        """Current e-value against "the challenger is no better"."""
-        return math.exp(self._sequential.log_e_promote)
-
-    @property
-    def p_value_sequential(self) -> float:
-        """Always-valid p-value for "the challenger is no better"."""
-        return self._sequential.p_promote
-
     def effect_interval(self, alpha: float = 0.05) -> tuple[float, float, float]:
         """Accuracy difference (challenger - champion) and its interval."""
         return paired_accuracy_interval(self._n, self._challenger_wins, self._champion_wins, alpha)
 
-    def verdict(
-        self, alpha: float = 0.05, min_samples: int = 100, max_samples: int | None = None
-    ) -> Verdict:
-        """The decision at level ``alpha``.
 
-        ``promote`` when the promote e-process has reached ``1/alpha`` (and the
-        keep one has not), ``keep`` when the keep e-process has, or when
-        ``max_samples`` paired events have passed without a promotion (the
-        futility budget: an equal challenger would otherwise stay inconclusive
-        forever), else ``inconclusive``; always ``inconclusive`` below
-        ``min_samples``. A rejection is final: the decision uses the running
-        maximum of each e-process, which is the stopping rule Ville's
-        inequality bounds. Call :meth:`reset` to start a fresh experiment.
-        """
-        return _verdict(self, alpha, min_samples, max_samples)
-
-    def reset(self) -> None:
-        """Forget every outcome (for example after the aliases moved); keep the parameters."""
-        self._n = 0
-        self._challenger_wins = 0
-        self._champion_wins = 0
-        self._sequential = _SequentialState()
-
-
-class PairedLossComparison:
+class PairedLossComparison(PairedTest):
     """Accumulates paired per-event losses (regressors) and gives a :class:`Verdict`.
 
     Losses are clipped to ``[0, loss_bound]`` (the clipped count is kept in
@@ -559,9 +390,10 @@ class PairedLossComparison:
     ``x = (champion_loss - challenger_loss) / loss_bound`` in ``[-1, 1]``: the
     wealth ``prod(1 + lambda_i * x_i)`` with ``lambda_i`` in ``[0, max_bet]``
     chosen from the past only (the aGRAPA rule ``m / (v + m^2)`` on running
-    estimates) is a nonnegative supermartingale whenever the challenger's
-    expected loss is no lower, so the same Ville guarantee holds without any
-    distributional assumption beyond boundedness. The keep test bets on ``-x``.
+    estimates, see :func:`streams.evaluation.sequential.betting_log_e_increments`)
+    is a nonnegative supermartingale whenever the challenger's expected loss is
+    no lower, so the same Ville guarantee holds without any distributional
+    assumption beyond boundedness. The keep test bets on ``-x``.
     ``challenger_wins`` / ``champion_wins`` count strictly lower losses, and
     ``mcnemar_p`` is then the sign test (McNemar on "who was better").
 
@@ -575,16 +407,12 @@ class PairedLossComparison:
     ('promote', 0.24, True)
     """
 
-    metric: Metric = "loss"
-    _n: int
-    _challenger_wins: int
-    _champion_wins: int
+    metric = "loss"
     _clipped: int
     _mean: float
     _m2: float
     _bet_sum: float
     _bet_deviation: float
-    _sequential: _SequentialState
 
     def __init__(self, loss_bound: float, max_bet: float = 0.5) -> None:
         if not (loss_bound > 0 and math.isfinite(loss_bound)):
@@ -597,9 +425,7 @@ class PairedLossComparison:
 
     def reset(self) -> None:
         """Forget every loss (for example after the aliases moved); keep the parameters."""
-        self._n = 0
-        self._challenger_wins = 0
-        self._champion_wins = 0
+        super().reset()
         self._clipped = 0
         # Scaled-difference statistics: plain mean and M2 (for the interval),
         # and the predictable estimates that choose the bets.
@@ -607,7 +433,6 @@ class PairedLossComparison:
         self._m2 = 0.0
         self._bet_sum = 0.0
         self._bet_deviation = 0.0
-        self._sequential = _SequentialState()
 
     def update(self, champion_loss: npt.ArrayLike, challenger_loss: npt.ArrayLike) -> None:
         """Add a batch of paired losses (finite floats; larger is worse)."""
@@ -637,32 +462,14 @@ class PairedLossComparison:
         return np.clip(array, 0.0, self.loss_bound), outside
 
     def _advance_bets(self, x: FloatArray) -> None:
-        # Predictable estimates after i observations (one pseudo-observation at
-        # mean 0, variance 1/4 keeps the first bets small): the bet on x_i uses
-        # only x_1 .. x_{i-1}.
-        seen = self._n + np.arange(1, x.size + 1, dtype=np.float64)
-        sums = self._bet_sum + np.cumsum(x)
-        means = sums / (seen + 1.0)
-        deviations = self._bet_deviation + np.cumsum((x - means) ** 2)
-        variances = (0.25 + deviations) / (seen + 1.0)
-        prev_means = np.concatenate(([self._bet_mean()], means[:-1]))
-        prev_vars = np.concatenate(([self._bet_variance()], variances[:-1]))
-        raw = prev_means / (prev_vars + prev_means**2)
-        bet_up = np.clip(raw, 0.0, self.max_bet)
-        bet_down = np.clip(-raw, 0.0, self.max_bet)
-        log_promote = self._sequential.log_e_promote + np.cumsum(np.log1p(bet_up * x))
-        log_keep = self._sequential.log_e_keep + np.cumsum(np.log1p(-bet_down * x))
-        self._sequential.advance(
-            np.minimum(log_promote, MAX_LOG_E_VALUE), np.minimum(log_keep, MAX_LOG_E_VALUE)
+        sequential = self._sequential
+        promote, keep, self._bet_sum, self._bet_deviation = betting_log_e_increments(
+            x, self._n, self._bet_sum, self._bet_deviation, self.max_bet
         )
-        self._bet_sum = float(sums[-1])
-        self._bet_deviation = float(deviations[-1])
-
-    def _bet_mean(self) -> float:
-        return self._bet_sum / (self._n + 1.0)
-
-    def _bet_variance(self) -> float:
-        return (0.25 + self._bet_deviation) / (self._n + 1.0)
+        sequential.advance(
+            np.minimum(sequential.log_e_promote + promote, MAX_LOG_E_VALUE),
+            np.minimum(sequential.log_e_keep + keep, MAX_LOG_E_VALUE),
+        )
 
     def _merge_moments(self, x: FloatArray) -> None:
         # Chan et al.'s parallel update: exact merge of (count, mean, M2).
@@ -675,78 +482,66 @@ class PairedLossComparison:
         self._m2 += batch_m2 + delta**2 * self._n * count / total
 
     @property
-    def n(self) -> int:
-        """Paired events seen."""
-        return self._n
-
-    @property
     def clipped(self) -> int:
         """Losses (of either side) that fell outside ``[0, loss_bound]``."""
         return self._clipped
 
-    @property
-    def challenger_wins(self) -> int:
-        """Events where the challenger's loss was strictly lower."""
-        return self._challenger_wins
-
-    @property
-    def champion_wins(self) -> int:
-        """Events where the champion's loss was strictly lower."""
-        return self._champion_wins
-
-    @property
-    def e_value(self) -> float:
-        """Current e-value against "the challenger's expected loss is no lower"."""
-        return math.exp(self._sequential.log_e_promote)
-
-    @property
-    def p_value_sequential(self) -> float:
-        """Always-valid p-value for "the challenger's expected loss is no lower"."""
-        return self._sequential.p_promote
-
     def effect_interval(self, alpha: float = 0.05) -> tuple[float, float, float]:
         """Mean loss reduction (champion - challenger) and its t interval."""
-        if not 0 < alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-        bound = self.loss_bound
-        effect = self._mean * bound
-        if self._n < 2:
-            return effect, -bound, bound
-        std_error = math.sqrt(self._m2 / (self._n - 1) / self._n) * bound
-        half = float(stats.t.ppf(1 - alpha / 2, df=self._n - 1)) * std_error
-        return effect, max(-bound, effect - half), min(bound, effect + half)
-
-    def verdict(
-        self, alpha: float = 0.05, min_samples: int = 100, max_samples: int | None = None
-    ) -> Verdict:
-        """The decision at level ``alpha`` (same rules as :meth:`PairedComparison.verdict`)."""
-        return _verdict(self, alpha, min_samples, max_samples)
+        return scaled_mean_interval(self._n, self._mean, self._m2, self.loss_bound, alpha)
 
 
-def _verdict(
-    comparison: PairedComparison | PairedLossComparison,
-    alpha: float,
-    min_samples: int,
-    max_samples: int | None,
-) -> Verdict:
+Comparison = PairedComparison | PairedLossComparison
+
+
+# --------------------------------------------------------------------------- saved state
+
+
+_SEQUENTIAL = ("log_e_promote", "log_e_keep", "max_log_e_promote", "max_log_e_keep")
+
+
+def _state_fields(comparison: Comparison) -> list[str]:
+    annotations: dict[str, Any] = {}
+    for klass in reversed(type(comparison).__mro__):
+        annotations.update(getattr(klass, "__annotations__", {}))
+    return [name for name in annotations if name.startswith("_") and name != "_sequential"]
+
+
+def comparison_state(comparison: Comparison) -> dict[str, Any]:
+    """Everything needed to continue ``comparison`` exactly, as JSON-ready values.
+
+    The e-processes depend on the path, not only on the counts: the verdict
+    uses the running *maximum* of each log e-value (and the loss test's bets
+    use running moments), so those are saved with the counts.
+    """
+    if isinstance(comparison, PairedComparison):
+        params: dict[str, float] = {"concentration": comparison.concentration}
+    else:
+        params = {"loss_bound": comparison.loss_bound, "max_bet": comparison.max_bet}
     sequential = comparison._sequential
-    decision = _decide(
-        sequential.p_promote, sequential.p_keep, comparison.n, alpha, min_samples, max_samples
-    )
-    effect, low, high = comparison.effect_interval(alpha)
-    return Verdict(
-        decision=decision,
-        metric=comparison.metric,
-        alpha=alpha,
-        n=comparison.n,
-        challenger_wins=comparison.challenger_wins,
-        champion_wins=comparison.champion_wins,
-        effect=effect,
-        ci_low=low,
-        ci_high=high,
-        e_value=math.exp(sequential.log_e_promote),
-        p_value_sequential=sequential.p_promote,
-        e_value_keep=math.exp(sequential.log_e_keep),
-        p_value_keep=sequential.p_keep,
-        mcnemar_p=mcnemar_p_value(comparison.challenger_wins, comparison.champion_wins),
-    )
+    return {
+        "metric": comparison.metric,
+        "params": params,
+        "fields": {name: getattr(comparison, name) for name in _state_fields(comparison)},
+        "sequential": {name: getattr(sequential, name) for name in _SEQUENTIAL},
+    }
+
+
+def restore_comparison(state: Mapping[str, Any]) -> Comparison:
+    """The comparison saved by :func:`comparison_state`, ready to take more pairs."""
+    params = state["params"]
+    comparison: Comparison
+    if state["metric"] == "accuracy":
+        comparison = PairedComparison(float(params["concentration"]))
+    else:
+        comparison = PairedLossComparison(float(params["loss_bound"]), float(params["max_bet"]))
+    expected = set(_state_fields(comparison))
+    if set(state["fields"]) != expected:
+        raise ValueError(
+            f"saved comparison fields {sorted(state['fields'])} do not match {sorted(expected)}"
+        )
+    for name, value in state["fields"].items():
+        setattr(comparison, name, value)
+    for name in _SEQUENTIAL:
+        setattr(comparison._sequential, name, float(state["sequential"][name]))
+    return comparison

@@ -1,5 +1,5 @@
 """The evaluator against the session's broker and Redis, run as a subprocess
-(``python -m streams.evaluation.evaluator``) the way an operator runs it.
+(``streamscore evaluate``) the way an operator runs it.
 
 Predictions with known correctness are written to the prediction store, labels
 are published (plus unknown, undecodable and empty ones), and the evaluation
@@ -34,9 +34,11 @@ from connectors.schema_registry import topic_serde
 from connectors.topic_reader import read_topic_from_start
 from models.bundle import load_bundle
 from schemas.settings import Settings
-from streams.evaluation.evaluator import EvaluatorOptions, build_evaluator, latest_report
-from streams.evaluation.quality import tumbling_starts
-from streams.evaluation.verdict import discordant_log_e_values
+from streams.evaluation.app import build_evaluator
+from streams.evaluation.options import EvaluatorOptions
+from streams.evaluation.records import latest_report
+from streams.evaluation.sequential import discordant_log_e_values
+from streams.evaluation.windows import tumbling_starts
 
 pytestmark = pytest.mark.integration
 

@@ -1,48 +1,29 @@
 """Statistical verdict: power, false-promotion control under continuous monitoring,
-McNemar and intervals against exact values, degradation check, serialisation.
+regressors, serialisation, the promotion guards.
 
-Simulations are seeded and vectorised. Rate assertions compare a count of runs
-with a binomial bound: if a procedure's true error rate were exactly alpha, the
-count over R runs would be Binomial(R, alpha), so its 99.9 % quantile is the
-slack allowed (a correct procedure fails such a check for at most 1 seed in
-1,000; a procedure that peeks at a fixed-horizon test lands far above it).
+Simulations are seeded and vectorised; rate assertions use the binomial bound of
+``simulation``.
 """
 
 from __future__ import annotations
 
 import doctest
 import math
-from fractions import Fraction
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from streams.evaluation import verdict as verdict_module
+from streams.evaluation.fixed_horizon import mcnemar_p_value
+from streams.evaluation.sequential import discordant_log_e_values
 from streams.evaluation.verdict import (
     PairedComparison,
     PairedLossComparison,
     Verdict,
-    degradation_log_e_values,
-    degraded,
-    discordant_log_e_values,
-    mcnemar_p_value,
-    paired_accuracy_interval,
     should_promote,
 )
-
-ALPHA = 0.05
-RUNS = 200
-HORIZON = 5_000
-#: Largest count of false decisions over RUNS runs compatible with a rate of ALPHA.
-RATE_BOUND = int(stats.binom.ppf(0.999, RUNS, ALPHA))
-
-
-def paired_outcomes(
-    rng: np.random.Generator, champion_accuracy: float, challenger_accuracy: float, shape: tuple
-) -> tuple[np.ndarray, np.ndarray]:
-    """Independent right/wrong outcomes (the hardest case: many discordant pairs)."""
-    return rng.random(shape) < champion_accuracy, rng.random(shape) < challenger_accuracy
+from tests.unit.evaluation.simulation import ALPHA, HORIZON, RATE_BOUND, RUNS, paired_outcomes
 
 
 def labels_to_decision(
@@ -117,19 +98,6 @@ def test_worse_challenger_reaches_keep_and_is_never_promoted() -> None:
     assert np.isinf(promoted).all()
 
 
-def test_e_values_match_their_closed_form_and_start_at_one() -> None:
-    promote, keep = discordant_log_e_values([0, 30, 10], [0, 10, 30])
-    assert promote[0] == pytest.approx(0.0, abs=1e-12)
-    assert keep[0] == pytest.approx(0.0, abs=1e-12)
-    # Mirror symmetry: swapping the counts swaps the two tests.
-    assert promote[1] == pytest.approx(keep[2], rel=1e-12)
-    assert keep[1] == pytest.approx(promote[2], rel=1e-12)
-    # Numerical integration of the mixture, prior Beta(5, 5) truncated to q >= 1/2.
-    q = np.linspace(0.5, 1.0, 200_001)
-    integrand = (2 * q) ** 30 * (2 * (1 - q)) ** 10 * 2 * stats.beta.pdf(q, 5, 5)
-    assert math.exp(promote[1]) == pytest.approx(np.trapezoid(integrand, q), rel=1e-6)
-
-
 def test_batching_does_not_change_the_verdict() -> None:
     rng = np.random.default_rng(14)
     champion, challenger = paired_outcomes(rng, 0.8, 0.84, (1, 3_000))
@@ -147,7 +115,7 @@ def test_batching_does_not_change_the_verdict() -> None:
     assert one_by_one.verdict() == head.verdict()
 
 
-def test_running_maximum_keeps_a_crossing_inside_a_batch() -> None:
+def test_running_maximum_keeps_a_crossing_inside_alabel_batch() -> None:
     # 12 challenger wins then 12 champion wins: the e-value rises above 1/alpha
     # and falls back to about 1 within one batch; the crossing still counts.
     comparison = PairedComparison()
@@ -181,57 +149,6 @@ def test_inputs_are_checked() -> None:
         comparison.verdict(alpha=1.5)
     comparison.update([0, 1], [1, 1])  # 0/1 integers are outcomes too
     assert (comparison.n, comparison.challenger_wins, comparison.champion_wins) == (2, 1, 0)
-
-
-# ----------------------------------------------------------------- McNemar, interval
-
-
-@pytest.mark.parametrize(
-    ("b", "c", "expected"),
-    [
-        (1, 6, Fraction(2 * (1 + 7), 2**7)),
-        (0, 5, Fraction(2, 2**5)),
-        (2, 10, Fraction(2 * (1 + 12 + 66), 2**12)),
-        (3, 3, Fraction(1)),
-        (7, 4, Fraction(2 * (1 + 11 + 55 + 165 + 330), 2**11)),
-        (5, 6, Fraction(1)),  # 2 * P(X <= 5) = 2 * 1024 / 2048
-        (0, 0, Fraction(1)),
-    ],
-)
-def test_exact_mcnemar_equals_the_binomial_tail(b: int, c: int, expected: Fraction) -> None:
-    assert mcnemar_p_value(b, c) == float(expected)
-    if b + c:
-        assert mcnemar_p_value(b, c) == pytest.approx(
-            stats.binomtest(b, b + c, 0.5).pvalue, rel=1e-12
-        )
-
-
-def test_mcnemar_switches_to_chi_square_at_25_discordant_pairs() -> None:
-    assert mcnemar_p_value(6, 18) == pytest.approx(stats.binomtest(6, 24).pvalue, rel=1e-12)
-    # (|30 - 15| - 1)^2 / 45 on one degree of freedom: sf = erfc(sqrt(stat / 2)).
-    assert mcnemar_p_value(30, 15) == pytest.approx(math.erfc(math.sqrt(196 / 90)), rel=1e-12)
-    assert mcnemar_p_value(7, 18) == pytest.approx(math.erfc(math.sqrt(100 / 25 / 2)), rel=1e-12)
-    assert mcnemar_p_value(7, 18, exact=True) == pytest.approx(
-        stats.binomtest(7, 25).pvalue, rel=1e-12
-    )
-    assert mcnemar_p_value(20, 20) == 1.0
-
-
-def test_paired_interval_by_hand_and_its_coverage() -> None:
-    effect, low, high = paired_accuracy_interval(1000, 60, 30, alpha=0.05)
-    p_b, p_c = 60.5 / 1002, 30.5 / 1002
-    half = stats.norm.ppf(0.975) * math.sqrt((p_b + p_c - (p_b - p_c) ** 2) / 1002)
-    assert effect == 0.03
-    assert (low, high) == (pytest.approx(p_b - p_c - half), pytest.approx(p_b - p_c + half))
-
-    # Coverage on 2,000 simulated fixed-horizon experiments, true difference 0.02.
-    rng = np.random.default_rng(15)
-    cells = rng.multinomial(400, [0.05, 0.03, 0.80, 0.12], size=2_000)
-    covered = sum(
-        low <= 0.02 <= high
-        for _, low, high in (paired_accuracy_interval(400, int(b), int(c)) for b, c, *_ in cells)
-    )
-    assert 0.93 <= covered / 2_000 <= 0.97
 
 
 # ----------------------------------------------------------------- regressors
@@ -294,49 +211,6 @@ def test_loss_batching_clipping_and_interval() -> None:
     assert a.mcnemar_p == mcnemar_p_value(
         int((differences > 0).sum()), int((differences < 0).sum())
     )
-
-
-# ----------------------------------------------------------------- degradation
-
-
-def first_alarm(errors: np.ndarray, baseline: float, margin: float = 0.0) -> np.ndarray:
-    """Label count at the first alarm per run (inf if none), checking after every label.
-
-    The e-value only rises when an error arrives, so evaluating it at the
-    errors finds every first crossing while computing ~baseline as many points.
-    """
-    counts = np.cumsum(errors, axis=1)
-    runs, labels = np.nonzero(errors)
-    log_e = degradation_log_e_values(baseline, counts[runs, labels], labels + 1, margin=margin)
-    crossed = log_e >= -math.log(ALPHA)
-    first = np.full(errors.shape[0], np.inf)
-    np.minimum.at(first, runs[crossed], labels[crossed] + 1.0)
-    return first
-
-
-def test_degradation_fires_on_a_degraded_stream_and_not_on_a_stable_one() -> None:
-    rng = np.random.default_rng(19)
-    stable = first_alarm(rng.random((RUNS, HORIZON)) < 0.10, baseline=0.10)
-    worse = first_alarm(rng.random((RUNS, HORIZON)) < 0.15, baseline=0.10)
-    assert int(np.isfinite(stable).sum()) <= RATE_BOUND
-    assert worse.max() <= 2_000
-    assert np.median(worse) <= 500
-
-
-def test_degradation_margin_tolerates_small_drifts() -> None:
-    rng = np.random.default_rng(20)
-    drifted = first_alarm(rng.random((RUNS, HORIZON)) < 0.11, baseline=0.10, margin=0.02)
-    assert int(np.isfinite(drifted).sum()) <= RATE_BOUND
-
-
-def test_degraded_agrees_with_the_vectorised_e_values() -> None:
-    for errors, n in [(0, 0), (12, 100), (18, 100), (25, 100), (160, 1_000), (130, 1_000)]:
-        log_e = float(degradation_log_e_values(0.10, errors, n))
-        assert degraded(0.10, errors, n, ALPHA) == (log_e >= math.log(20))
-    assert not degraded(0.10, 160, 1_000, margin=0.06)
-    assert degraded(0.10, 160, 1_000)
-    with pytest.raises(ValueError, match="within"):
-        degraded(0.10, 11, 10)
 
 
 # ----------------------------------------------------------------- verdict record
