@@ -61,6 +61,12 @@ class EvaluatorApp:
     evaluator: Evaluator
 
 
+def prediction_store(settings: Settings) -> PredictionStore:
+    """The store the processor writes, read with the same TTL and time buckets."""
+    s = settings.store
+    return PredictionStore(settings.redis, ttl_s=s.ttl_s, bucket_s=s.bucket_s)
+
+
 def build_evaluator(
     settings: Settings,
     *,
@@ -94,7 +100,7 @@ def build_evaluator(
         app,
         settings,
         options,
-        store if store is not None else PredictionStore(settings.redis),
+        store if store is not None else prediction_store(settings),
         metrics or EvaluatorMetrics(),
     )
     labels_topic = app.topic(
