@@ -30,7 +30,9 @@ class BundleMeta(BaseModel):
     version: str
     task: Literal["classification", "regression"]
     feature_names: list[str]
-    #: Class labels as text, in the order of the model's probability columns.
+    #: Class names, in the order of the model's probability columns. Scores carry
+    #: these names: a model whose labels are integer codes emits the name at its
+    #: code's position among the classes it declares.
     classes: list[str] = []
     profile: ReferenceProfile
     metrics: dict[str, float] = {}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from models.bundle import BundleMeta, load_bundle
-from models.runtime import OnnxModel
+from models.runtime import DEFAULT_PROVIDERS, OnnxModel
 from schemas.errors import SignatureMismatch
 
 
@@ -34,12 +35,21 @@ class ServingModel:
 
     @classmethod
     def from_bundle(
-        cls, folder: Path, *, intra_op_threads: int = 1, inter_op_threads: int = 1
+        cls,
+        folder: Path,
+        *,
+        intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+        providers: Sequence[str] = DEFAULT_PROVIDERS,
     ) -> ServingModel:
         """Load and check a bundle; raises ModelError / SignatureMismatch when unusable."""
         onnx_bytes, meta = load_bundle(folder)
         return cls.build(
-            onnx_bytes, meta, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads
+            onnx_bytes,
+            meta,
+            intra_op_threads=intra_op_threads,
+            inter_op_threads=inter_op_threads,
+            providers=providers,
         )
 
     @classmethod
@@ -50,7 +60,9 @@ class ServingModel:
         *,
         intra_op_threads: int = 1,
         inter_op_threads: int = 1,
+        providers: Sequence[str] = DEFAULT_PROVIDERS,
     ) -> ServingModel:
+        """Check ``onnx_bytes`` against ``meta``; ``providers`` in order of preference."""
         model = OnnxModel(
             onnx_bytes,
             meta.feature_names,
@@ -59,6 +71,7 @@ class ServingModel:
             classes=meta.classes,
             intra_op_threads=intra_op_threads,
             inter_op_threads=inter_op_threads,
+            providers=providers,
         )
         if model.task != meta.task:
             raise SignatureMismatch(

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from models.bundle import bundle_exists, load_bundle
+from models.runtime import DEFAULT_PROVIDERS
 from models.serving import ServingModel
 from schemas.errors import InfrastructureError, ModelError, SignatureMismatch
 from schemas.settings import Settings
@@ -52,6 +53,7 @@ class FileModelSource:
     challenger_path: Path
     intra_op_threads: int = 1
     inter_op_threads: int = 1
+    providers: tuple[str, ...] = DEFAULT_PROVIDERS
 
     def _path(self, role: str) -> Path:
         return self.champion_path if role == "champion" else self.challenger_path
@@ -74,6 +76,7 @@ class FileModelSource:
             self._path(role),
             intra_op_threads=self.intra_op_threads,
             inter_op_threads=self.inter_op_threads,
+            providers=self.providers,
         )
 
 
@@ -97,6 +100,7 @@ class RegistryModelSource:
             settings.processor.ort_intra_op_threads,
             settings.processor.ort_inter_op_threads,
         )
+        self.providers = tuple(settings.processor.ort_providers)
         #: Set when the last load came from the cache because MLflow was unreachable.
         self.offline_reason: str | None = None
 
@@ -122,7 +126,7 @@ class RegistryModelSource:
             )  # fmt: skip
         intra, inter = self.threads
         return ServingModel.from_bundle(
-            fetched.path, intra_op_threads=intra, inter_op_threads=inter
+            fetched.path, intra_op_threads=intra, inter_op_threads=inter, providers=self.providers
         )
 
 
@@ -135,6 +139,7 @@ def model_source(settings: Settings) -> ModelSource:
         settings.models.challenger_path,
         p.ort_intra_op_threads,
         p.ort_inter_op_threads,
+        tuple(p.ort_providers),
     )
 
 
@@ -165,8 +170,9 @@ class ModelWatcher:
     #: The roles this watcher follows (``champion`` only when there is no challenger role).
     roles: tuple[str, ...] = ROLES
     _pending: dict[str, ServingModel] = field(default_factory=dict)
+    #: (role, version) pairs refused already (at start, or by an earlier poll): not retried.
+    refused: set[tuple[str, str]] = field(default_factory=set)
     _refusals: list[Refusal] = field(default_factory=list)
-    _refused: set[tuple[str, str]] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -200,7 +206,7 @@ class ModelWatcher:
         for role, version in versions.items():
             if role not in self.roles:
                 continue
-            if version == self.current.get(role) or (role, version) in self._refused:
+            if version == self.current.get(role) or (role, version) in self.refused:
                 continue
             with self._lock:
                 if role in self._pending and self._pending[role].version == version:
@@ -223,7 +229,7 @@ class ModelWatcher:
     def _refuse(self, role: str, version: str, reason: str) -> None:
         log.error("refusing %s v%s: %s", role, version, reason)
         with self._lock:
-            self._refused.add((role, version))
+            self.refused.add((role, version))
             self._refusals.append(Refusal(role, version, reason))
 
     def take(self) -> tuple[dict[str, ServingModel], list[Refusal]]:
