@@ -84,7 +84,9 @@ class OnnxModel:
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
+        # Fatal only: a failing Run raises, and the caller logs it rate-limited; at ERROR
+        # onnxruntime also wrote its own ~500-character line to stderr for every failing batch.
+        options.log_severity_level = 4
         available = ort.get_available_providers()
         chosen = [p for p in providers if p in available] or [CPU_PROVIDER]
         try:
