@@ -16,15 +16,25 @@ replaced, so successive rollbacks walk back through the promotions.
 
 The processor never loads a model through MLflow: :meth:`ModelRegistry.fetch`
 resolves ``models:/<name>@<alias>`` to a version, downloads the bundle once into
-``<cache>/<name>/<version>/`` and records the alias in ``<cache>/<name>/aliases.json``.
-When the registry cannot be reached, it serves the version last recorded for
-that alias and says so (``FetchedModel.offline``).
+the local model cache (:mod:`models.cache`: ``<cache>/<name>/<version>/``) and
+records the alias there. When the registry cannot be reached, it serves the
+version last recorded for that alias and says so (``FetchedModel.offline``).
+
+What a run says about its model is written by ``models/``, which knows nothing
+of MLflow: the run's files (:mod:`models.artifacts`: evaluation, plots,
+signature, profile, model card), the metadata of a user's own ONNX file
+(:mod:`models.signature`) and the lifecycle events (:mod:`models.lifecycle`).
 
 Errors: anything MLflow, its HTTP client or its database raise is translated
 here into :class:`RegistryUnavailable` (the registry cannot answer: infrastructure)
 or :class:`RegistryError` (it answered no: unknown model, version or alias, or a
 lifecycle action its state does not allow). Bad model files are
 :class:`~schemas.errors.ModelError`.
+
+The module is one piece (about 700 lines): every public method is one
+conversation with MLflow behind the same store check (:meth:`_require_store`)
+and error translation (:func:`_translated`); what is not MLflow already lives
+in ``models/``.
 """
 
 from __future__ import annotations
@@ -32,11 +42,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import logging
-import os
 import re
-import shutil
 import tempfile
 import time
 import urllib.error
@@ -44,7 +51,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import mlflow.artifacts
 import numpy as np
@@ -55,12 +62,14 @@ from mlflow.entities import Metric, Param
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from models import card
-from models.bundle import META_FILE, MODEL_FILE, BundleMeta, bundle_exists, load_bundle, save_bundle
-from models.profile import ReferenceProfile, build_profile
+from models.artifacts import BUNDLE_FOLDER, MODEL_CARD_FILE, write_artifacts, write_model_card
+from models.bundle import MODEL_FILE, BundleMeta
+from models.cache import FetchedModel, ModelCache
+from models.card import DEFAULT_INTENDED_USE
+from models.lifecycle import LifecycleEvent
 from models.roles import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
-from models.runtime import OnnxModel
-from schemas.errors import ConfigError, InfrastructureError, ModelError, StreamscoreError
+from models.signature import read_onnx_file
+from schemas.errors import ConfigError, InfrastructureError, StreamscoreError
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +77,13 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_NAME = "shuttle-anomaly"
 DEFAULT_EXPERIMENT = "streamscore"
 #: Artifact folder of a run that holds the bundle; the model version's source.
-BUNDLE_ARTIFACT = "bundle"
-ALIASES_FILE = "aliases.json"
+BUNDLE_ARTIFACT = BUNDLE_FOLDER
 
 TAG_ONNX_SHA256 = "streamscore.onnx_sha256"
 TAG_PREVIOUS_CHAMPION = "streamscore.previous_champion"
 TAG_ORIGIN = "streamscore.origin"
 TAG_BUNDLE_NAME = "streamscore.bundle_name"
 TAG_PROFILE = "streamscore.profile"
-
-Action = Literal["registered", "alias_set", "promoted", "rolled_back"]
 
 #: MLflow error codes that mean "the registry answered no", not "it cannot answer".
 _REFUSALS = {"RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "INVALID_PARAMETER_VALUE"}
@@ -94,68 +100,7 @@ class RegistryError(StreamscoreError):
     lifecycle action that the current aliases do not allow."""
 
 
-# -- results ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LifecycleEvent:
-    """One lifecycle action, field for field an ``AuditEvent`` (``schemas/audit_event.avsc``).
-
-    ``details`` holds ``old_version`` / ``new_version`` (``old_version`` is absent
-    when there was none) and action-specific facts such as the alias or the run id.
-    """
-
-    action: Action
-    model_name: str
-    model_version: str
-    actor: str
-    occurred_at: int  # epoch milliseconds
-    details: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def old_version(self) -> str | None:
-        return self.details.get("old_version")
-
-    @property
-    def new_version(self) -> str:
-        return self.details.get("new_version", self.model_version)
-
-    def audit_record(self) -> dict[str, Any]:
-        """The ``AuditEvent`` record, ready for the audit serde."""
-        return {
-            "action": self.action,
-            "event_id": None,
-            "sensor_id": None,
-            "model_name": self.model_name,
-            "model_version": self.model_version,
-            "decision": None,
-            "input_digest": None,
-            "source_topic": None,
-            "source_partition": None,
-            "source_offset": None,
-            "actor": self.actor,
-            "occurred_at": self.occurred_at,
-            "details": dict(self.details),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class FetchedModel:
-    """A model bundle in the local cache, and how it got there."""
-
-    name: str
-    alias: str
-    version: str
-    #: The bundle folder: ``model.onnx`` + ``bundle.json`` (name and version rewritten to
-    #: the registered name and version).
-    path: Path
-    #: True when this call downloaded the bundle (False: it was cached already).
-    downloaded: bool
-    #: True when the registry was unreachable and the version is the one last
-    #: recorded for the alias in the cache: it may be stale.
-    offline: bool = False
-    #: Why the registry could not be used, when ``offline``.
-    reason: str = ""
+# -- results (also models.lifecycle.LifecycleEvent and models.cache.FetchedModel) -------------
 
 
 @dataclass(frozen=True)
@@ -259,44 +204,32 @@ class ModelRegistry:
         y_test: np.ndarray | None = None,
         tags: Mapping[str, str] | None = None,
         description: str = "",
-        intended_use: str = card.DEFAULT_INTENDED_USE,
+        intended_use: str = DEFAULT_INTENDED_USE,
         origin: str = "trained by `streamscore models train`",
         validate: bool = True,
     ) -> LifecycleEvent:
         """Log one model as an MLflow run and register it as a new version of ``registered_name``.
 
-        With ``X_test`` / ``y_test`` the exported ONNX model is evaluated (metrics,
-        slices, plots) and those metrics replace ``meta.metrics``; with a fitted
-        ``estimator`` its feature importance is plotted and picks the sliced features.
+        The run's files are :func:`models.artifacts.write_artifacts`'s: with
+        ``X_test`` / ``y_test`` the exported ONNX model is evaluated (metrics, slices,
+        plots) and those metrics replace ``meta.metrics``; with a fitted ``estimator``
+        its feature importance is plotted and picks the sliced features.
         ``validate=False`` registers the bytes unchecked: only for rehearsing how
         consumers refuse a broken version (:meth:`fetch` still refuses it).
         """
         _check_name(registered_name)
-        model = _load_checked(onnx_bytes, meta) if validate else None
-        try:
-            signature: card.OnnxSignature | None = card.onnx_signature(onnx_bytes)
-        except ValueError as exc:
-            if validate:
-                raise ModelError(f"{meta.name}: {exc}") from exc
-            signature = None
-        importances = (
-            card.feature_importances(estimator, len(meta.feature_names))
-            if estimator is not None
-            else None
-        )
         with tempfile.TemporaryDirectory(prefix="streamscore-run-") as tmp:
             staging = Path(tmp)
-            evaluation: card.Evaluation | None = None
-            plots: list[str] = []
-            if model is not None and X_test is not None and y_test is not None:
-                evaluation, plots = _evaluate(model, meta, X_test, y_test, importances, staging)
-                meta = meta.model_copy(update={"metrics": evaluation.metrics})
-            if importances is not None:
-                path = card.plot_feature_importance(
-                    meta.feature_names, importances, staging / "plots" / "feature_importance.png"
-                )
-                plots.append(path.relative_to(staging).as_posix())
-            _write_run_files(staging, onnx_bytes, meta, signature)
+            artifacts = write_artifacts(
+                staging,
+                onnx_bytes,
+                meta,
+                estimator=estimator,
+                X_test=X_test,
+                y_test=y_test,
+                validate=validate,
+            )
+            meta = artifacts.meta
             onnx_sha = hashlib.sha256(onnx_bytes).hexdigest()
             version_tags = {
                 TAG_ONNX_SHA256: onnx_sha,
@@ -333,29 +266,22 @@ class ModelRegistry:
                         description=description or None,
                     )
                     version_id = str(version.version)
-                    card_text = card.render_model_card(
-                        card.CardContext(
-                            registered_name=registered_name,
-                            version=version_id,
-                            run_id=run_id,
-                            meta=meta,
-                            signature=signature,
-                            evaluation=evaluation,
-                            source=origin,
-                            intended_use=intended_use,
-                            plots=plots,
-                            has_importance=importances is not None,
-                        )
+                    card = write_model_card(
+                        artifacts,
+                        registered_name=registered_name,
+                        version=version_id,
+                        run_id=run_id,
+                        source=origin,
+                        intended_use=intended_use,
                     )
-                    (staging / "model_card.md").write_text(card_text, encoding="utf-8")
-                    self._client.log_artifact(run_id, str(staging / "model_card.md"))
+                    self._client.log_artifact(run_id, str(card))
                 except Exception:
                     with contextlib.suppress(MlflowException, requests.RequestException):
                         self._client.set_terminated(run_id, "FAILED")
                     raise
                 self._client.set_terminated(run_id, "FINISHED")
         log.info("registered %s v%s (run %s)", registered_name, version_id, run_id)
-        return _event(
+        return LifecycleEvent.now(
             "registered",
             registered_name,
             version_id,
@@ -383,27 +309,18 @@ class ModelRegistry:
     ) -> LifecycleEvent:
         """Register a user's own ONNX model (a ``.onnx`` file or a bundle folder).
 
-        The feature order comes from, in turn: a ``bundle.json`` beside the file,
-        ``feature_names``, or the model's inputs when it takes one input per
-        feature. The model must load with :class:`~models.runtime.OnnxModel`
-        against that order, or nothing is registered (:class:`ModelError`).
-
-        The reference profile comes from ``bundle.json`` or is built from
-        ``reference`` (training rows in feature order). Without either the version
-        is registered with an empty profile (tag ``streamscore.profile=absent``):
-        the processor can then only type-check inputs (no range checks) and
-        cannot compute PSI drift for it; the model card says so.
+        Its feature order, classes and reference profile are found as
+        :func:`models.signature.read_onnx_file` says; a model that does not load
+        against that order is not registered (:class:`~schemas.errors.ModelError`).
+        Without a profile the version is registered with an empty one (tag
+        ``streamscore.profile=absent``): the processor can then only type-check
+        inputs (no range checks) and cannot compute PSI drift for it; the model
+        card says so.
         """
         file = path / MODEL_FILE if path.is_dir() else path
-        try:
-            onnx_bytes = file.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read ONNX model {file}: {exc}") from exc
-        try:
-            signature = card.onnx_signature(onnx_bytes)
-        except ValueError as exc:
-            raise ModelError(f"{file} is not an ONNX model: {exc}") from exc
-        meta = _meta_for_file(file, onnx_bytes, signature, feature_names, classes, reference)
+        onnx_bytes, meta = read_onnx_file(
+            file, feature_names=feature_names, classes=classes, reference=reference
+        )
         return self.log_and_register(
             onnx_bytes,
             meta,
@@ -443,10 +360,15 @@ class ModelRegistry:
         with _translated(f"setting {name}@{alias} to version {version}"):
             self._client.get_model_version(name, version)
             self._client.set_registered_model_alias(name, alias, version)
-        details = {"alias": alias, "new_version": str(version)}
-        if old is not None:
-            details["old_version"] = old
-        return _event("alias_set", name, str(version), actor, **details)
+        return LifecycleEvent.now(
+            "alias_set",
+            name,
+            str(version),
+            actor,
+            alias=alias,
+            new_version=str(version),
+            old_version=old,
+        )
 
     def promote(self, name: str, *, actor: str) -> LifecycleEvent:
         """Move ``champion`` to the challenger's version; remember the old champion.
@@ -471,11 +393,16 @@ class ModelRegistry:
                 if TAG_PREVIOUS_CHAMPION in tags:
                     self._client.delete_model_version_tag(name, challenger, TAG_PREVIOUS_CHAMPION)
             self._client.set_registered_model_alias(name, CHAMPION, challenger)
-        details = {"alias": CHAMPION, "new_version": challenger}
-        if old is not None:
-            details["old_version"] = old
         log.info("promoted %s v%s to %s (was v%s)", name, challenger, CHAMPION, old)
-        return _event("promoted", name, challenger, actor, **details)
+        return LifecycleEvent.now(
+            "promoted",
+            name,
+            challenger,
+            actor,
+            alias=CHAMPION,
+            new_version=challenger,
+            old_version=old,
+        )
 
     def rollback(self, name: str, *, actor: str) -> LifecycleEvent:
         """Put ``champion`` back on the ``previous-champion`` version.
@@ -498,7 +425,7 @@ class ModelRegistry:
             else:
                 self._delete_alias(name, PREVIOUS_CHAMPION)
         log.info("rolled %s back from v%s to v%s", name, current, target)
-        return _event(
+        return LifecycleEvent.now(
             "rolled_back",
             name,
             target,
@@ -540,7 +467,7 @@ class ModelRegistry:
         return info
 
     def model_card(self, name: str, version: str) -> str:
-        """The ``model_card.md`` logged with a version's run."""
+        """The model card (``model_card.md``) logged with a version's run."""
         self._require_store()
         with (
             _translated(f"reading the model card of {name} v{version}"),
@@ -549,7 +476,7 @@ class ModelRegistry:
             run_id = self._client.get_model_version(name, version).run_id
             if not run_id:
                 raise RegistryError(f"{name} v{version} has no run, hence no model card")
-            local = self._client.download_artifacts(run_id, "model_card.md", dst_path=tmp)
+            local = self._client.download_artifacts(run_id, MODEL_CARD_FILE, dst_path=tmp)
             return Path(local).read_text(encoding="utf-8")
 
     # -- loading ---------------------------------------------------------------------------
@@ -558,10 +485,9 @@ class ModelRegistry:
         """The bundle of ``models:/<name>@<alias>``, from the local cache by version.
 
         The alias is resolved on every call (one registry call); the bundle is
-        downloaded only when that version is not cached yet: into a temporary
-        folder, checked (the ONNX SHA-256 recorded at registration, then a load
-        with :class:`OnnxModel`), then renamed into place, so a half-downloaded or
-        corrupt version is never visible in the cache.
+        downloaded only when that version is not cached yet, and the cache checks
+        it (the ONNX SHA-256 recorded at registration, then a load) before it is
+        visible there (:meth:`models.cache.ModelCache.install`).
 
         Raises :class:`RegistryError` when the alias is not set,
         :class:`ModelError` when the version's bundle is unusable, and
@@ -570,35 +496,32 @@ class ModelRegistry:
         version is returned with ``offline=True`` and a warning is logged.
         """
         _check_name(name)
-        cache = (cache_dir or self.cache_dir) / name
+        cache = ModelCache(cache_dir or self.cache_dir, name)
         try:
             version = self._resolve(name, alias)
-            folder = cache / version.version
+            folder = cache.folder(version.version)
             downloaded = False
-            if not bundle_exists(folder):
-                self._download(name, version, folder)
+            if not cache.has(version.version):
+                self._download(cache, version)
                 downloaded = True
         except RegistryUnavailable as exc:
-            cached = _recorded_version(cache, alias)
-            if cached is None or not bundle_exists(cache / cached):
+            served = cache.offline(alias, reason=str(exc))
+            if served is None:
                 raise
             log.warning(
                 "MLflow registry unavailable (%s); serving %s@%s from the cache: v%s",
                 exc,
                 name,
                 alias,
-                cached,
+                served.version,
             )
-            return FetchedModel(
-                name, alias, cached, cache / cached, downloaded=False, offline=True, reason=str(exc)
-            )
-        _record_alias(cache, alias, version.version)
+            return served
+        cache.record(alias, version.version)
         return FetchedModel(name, alias, version.version, folder, downloaded=downloaded)
 
     def cached_versions(self, name: str, cache_dir: Path | None = None) -> dict[str, str]:
         """Alias -> version as last recorded in the local cache (no registry call)."""
-        path = (cache_dir or self.cache_dir) / name / ALIASES_FILE
-        return {alias: entry["version"] for alias, entry in _read_aliases(path).items()}
+        return ModelCache(cache_dir or self.cache_dir, name).recorded()
 
     # -- internals -------------------------------------------------------------------------
 
@@ -615,10 +538,11 @@ class ModelRegistry:
                 raise
         return _Resolved(str(version.version), dict(version.tags))
 
-    def _download(self, name: str, version: _Resolved, folder: Path) -> None:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{version.version}-", dir=folder.parent))
-        try:
+    def _download(self, cache: ModelCache, version: _Resolved) -> None:
+        """Download a version's bundle into a scratch folder of the cache, which checks it
+        (the SHA-256 tagged at registration, then a load) and moves it into place."""
+        name = cache.name
+        with cache.staging(version.version) as staging:
             with _translated(f"downloading {name} v{version.version}"):
                 uri = self._client.get_model_version_download_uri(name, version.version)
                 local = mlflow.artifacts.download_artifacts(
@@ -626,24 +550,12 @@ class ModelRegistry:
                     dst_path=str(staging / "download"),
                     tracking_uri=self.tracking_uri,
                 )
-            onnx_bytes, meta = load_bundle(Path(local))
-            expected = version.tags.get(TAG_ONNX_SHA256)
-            actual = hashlib.sha256(onnx_bytes).hexdigest()
-            if expected and expected != actual:
-                raise ModelError(
-                    f"{name} v{version.version}: {MODEL_FILE} has SHA-256 {actual}, "
-                    f"registered as {expected}"
-                )
-            meta = meta.model_copy(update={"name": name, "version": version.version})
-            _load_checked(onnx_bytes, meta)
-            ready = save_bundle(staging / "ready", onnx_bytes, meta)
-            try:
-                ready.rename(folder)
-            except OSError:
-                if not bundle_exists(folder):  # else another process cached it first
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            folder = cache.install(
+                version.version,
+                Path(local),
+                staging,
+                expected_sha256=version.tags.get(TAG_ONNX_SHA256),
+            )
         log.info("cached %s v%s in %s", name, version.version, folder)
 
     def _info(self, version: ModelVersion) -> VersionInfo:
@@ -758,98 +670,6 @@ def _check_name(name: str) -> None:
         )
 
 
-def _event(action: Action, name: str, version: str, actor: str, **details: str) -> LifecycleEvent:
-    return LifecycleEvent(
-        action=action,
-        model_name=name,
-        model_version=version,
-        actor=actor,
-        occurred_at=int(time.time() * 1000),
-        details=details,
-    )
-
-
-def _load_checked(onnx_bytes: bytes, meta: BundleMeta) -> OnnxModel:
-    """Build an onnxruntime session against the bundle's feature order (ModelError if not)."""
-    return OnnxModel(
-        onnx_bytes, meta.feature_names, name=meta.name, version=meta.version, classes=meta.classes
-    )
-
-
-def _evaluate(
-    model: OnnxModel,
-    meta: BundleMeta,
-    X_test: np.ndarray,
-    y_test: np.ndarray,
-    importances: np.ndarray | None,
-    staging: Path,
-) -> tuple[card.Evaluation, list[str]]:
-    scores = model.predict(np.asarray(X_test, dtype=np.float64))
-    classes = meta.classes or model.classes
-    evaluation = card.evaluate(
-        meta.task,
-        np.asarray(y_test),
-        scores,
-        classes,
-        X=np.asarray(X_test, dtype=np.float64),
-        feature_names=meta.feature_names,
-        slice_features=card.top_features(meta.feature_names, importances),
-    )
-    plots_dir = staging / "plots"
-    drawn: list[Path | None] = []
-    if meta.task == "classification" and scores.labels is not None:
-        drawn.append(
-            card.plot_confusion_matrix(
-                y_test, scores.labels, classes, plots_dir / "confusion_matrix.png"
-            )
-        )
-        if scores.probabilities is not None:
-            drawn.append(
-                card.plot_roc_curve(
-                    y_test, scores.probabilities, classes, plots_dir / "roc_curve.png"
-                )
-            )
-    else:
-        drawn.append(
-            card.plot_predicted_vs_actual(
-                np.asarray(y_test, dtype=np.float64),
-                scores.score,
-                plots_dir / "predicted_vs_actual.png",
-            )
-        )
-    evaluation_file = staging / "evaluation.json"
-    evaluation_file.write_text(
-        json.dumps(
-            {
-                "rows": evaluation.rows,
-                "metrics": evaluation.metrics,
-                "slices": [
-                    {"feature": s.feature, "slice": s.label, "rows": s.rows, "metrics": s.metrics}
-                    for s in evaluation.slices
-                ],
-            },
-            indent=2,
-        ),
-        encoding="utf-8",
-    )
-    return evaluation, [p.relative_to(staging).as_posix() for p in drawn if p is not None]
-
-
-def _write_run_files(
-    staging: Path, onnx_bytes: bytes, meta: BundleMeta, signature: card.OnnxSignature | None
-) -> None:
-    save_bundle(staging / BUNDLE_ARTIFACT, onnx_bytes, meta)
-    described = signature.as_dict() if signature is not None else {"error": "not an ONNX model"}
-    (staging / "signature.json").write_text(
-        json.dumps(
-            {"feature_names": meta.feature_names, "classes": meta.classes, "onnx": described},
-            indent=2,
-        ),
-        encoding="utf-8",
-    )
-    (staging / "profile.json").write_text(meta.profile.model_dump_json(indent=2), "utf-8")
-
-
 def _params(meta: BundleMeta) -> list[Param]:
     values: dict[str, Any] = {
         **{f"model.{k}": v for k, v in meta.params.items()},
@@ -872,101 +692,3 @@ def _params(meta: BundleMeta) -> list[Param]:
 def _metrics(meta: BundleMeta) -> list[Metric]:
     now = int(time.time() * 1000)
     return [Metric(k, float(v), now, 0) for k, v in meta.metrics.items()]
-
-
-def _meta_for_file(
-    file: Path,
-    onnx_bytes: bytes,
-    signature: card.OnnxSignature,
-    feature_names: Sequence[str] | None,
-    classes: Sequence[str] | None,
-    reference: np.ndarray | None,
-) -> BundleMeta:
-    beside = file.parent / META_FILE
-    base: BundleMeta | None = None
-    if beside.is_file():
-        try:
-            base = BundleMeta.model_validate_json(beside.read_text("utf-8"))
-        except ValueError as exc:
-            raise ModelError(f"unreadable {beside}: {exc}") from exc
-        if feature_names is not None and list(feature_names) != base.feature_names:
-            raise ConfigError(
-                f"feature names {list(feature_names)} differ from {beside}: {base.feature_names}"
-            )
-    names = list(feature_names) if feature_names is not None else None
-    if names is None and base is not None:
-        names = base.feature_names
-    if names is None:
-        names = _features_from_inputs(file, signature)
-    if reference is not None:
-        profile = build_profile(np.asarray(reference, dtype=np.float64), names)
-    elif base is not None:
-        profile = base.profile
-    else:
-        profile = ReferenceProfile(features=[])
-    if profile.features and profile.names != names:
-        raise ConfigError(f"the reference profile names {profile.names}, the model {names}")
-    labels = list(classes) if classes is not None else None
-    if labels is None:
-        labels = base.classes if base is not None and base.classes else signature.class_labels
-    # The runtime decides what kind of model this is, exactly as the processor will.
-    task = OnnxModel(onnx_bytes, names, name=file.name, version="candidate", classes=labels).task
-    return BundleMeta(
-        name=base.name if base is not None else file.stem,
-        version=base.version if base is not None else "0",
-        task="regression" if task == "regression" else "classification",
-        feature_names=names,
-        classes=labels,
-        profile=profile,
-        metrics=base.metrics if base is not None else {},
-        params=base.params if base is not None else {},
-        algorithm=base.algorithm if base is not None else f"onnx ({signature.producer or '?'})",
-        dataset=base.dataset if base is not None else {},
-        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    )
-
-
-def _features_from_inputs(file: Path, signature: card.OnnxSignature) -> list[str]:
-    inputs = signature.inputs
-    if len(inputs) > 1:
-        return [i["name"] for i in inputs]
-    if len(inputs) == 1:
-        shape = inputs[0]["shape"] or []
-        if len(shape) == 2 and shape[-1] == 1:
-            return [inputs[0]["name"]]
-        width = shape[-1] if shape else "?"
-        raise ConfigError(
-            f"{file.name} takes one [N, {width}] matrix: its column names are not in the model; "
-            "give the feature order (feature_names / --features) or a bundle.json beside it"
-        )
-    raise ModelError(f"{file.name} has no inputs")
-
-
-def _read_aliases(path: Path) -> dict[str, dict[str, Any]]:
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable model cache index %s: %s", path, exc)
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _recorded_version(cache: Path, alias: str) -> str | None:
-    entry = _read_aliases(cache / ALIASES_FILE).get(alias)
-    return str(entry["version"]) if isinstance(entry, dict) and "version" in entry else None
-
-
-def _record_alias(cache: Path, alias: str, version: str) -> None:
-    """Remember which version ``alias`` resolved to (atomic replace of ``aliases.json``)."""
-    path = cache / ALIASES_FILE
-    aliases = _read_aliases(path)
-    if aliases.get(alias, {}).get("version") == version:
-        return
-    aliases[alias] = {"version": version, "recorded_at": int(time.time() * 1000)}
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".aliases-", dir=cache)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(aliases, out, indent=2, sort_keys=True)
-    os.replace(tmp, path)

@@ -24,7 +24,7 @@ from schemas.settings import RedisSettings
 
 
 class StoreUnavailable(InfrastructureError):
-    """Redis did not answer; the caller counts the gap and carries on."""
+    """Redis did not answer; the caller keeps the write for later (or counts a gap), goes on."""
 
 
 def client(settings: RedisSettings, *, timeout: float = 2.0) -> redis.Redis:

@@ -143,6 +143,11 @@ class Metrics:
         self.shadow_errors = Counter(
             "streamscore_shadow_errors_total", "Challenger scoring failures.", registry=r
         )
+        self.challenger_fallback_events = Counter(
+            "streamscore_challenger_fallback_events_total",
+            "A/B rows the challenger failed on, served by the champion instead.",
+            registry=r,
+        )
         self.shadow_score_psi = Gauge(
             "streamscore_shadow_score_psi",
             "PSI between champion and challenger score distributions (last window).", registry=r,
@@ -162,6 +167,15 @@ class Metrics:
         self.store_gap = Counter(
             "streamscore_prediction_store_gap_events_total",
             "Predictions not written to the prediction store (Redis unavailable).", registry=r,
+        )  # fmt: skip
+        self.store_backlog_events = Gauge(
+            "streamscore_prediction_store_backlog_events",
+            "Predictions waiting in memory for Redis to answer again.", registry=r,
+        )  # fmt: skip
+        self.store_backlog_bytes = Gauge(
+            "streamscore_prediction_store_backlog_bytes",
+            "Estimated memory held by the waiting predictions (capped by store.backlog_max_bytes).",
+            registry=r,
         )  # fmt: skip
         self.rebalances = Counter(
             "streamscore_rebalances_total", "Consumer-group rebalances, by kind.", ["kind"],

@@ -25,14 +25,16 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from connectors.redis_store import PredictionStore, StoreUnavailable
+from connectors.redis_store import StoreUnavailable
 from models.runtime import Scores
 from models.serving import ServingModel
 from schemas.serde import Serde
+from streams.drift.psi import psi_from_samples
 from streams.ops.metrics import BatchHistogram, Metrics
 from streams.scoring.pipeline import BatchOutput, RawBatch
 from streams.scoring.routing import column_order
 from streams.scoring.side_path import BackgroundWorker
+from streams.scoring.store_writer import PredictionSink
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +45,9 @@ SCORE_BINS = np.linspace(0.0, 1.0, 11)[1:-1]
 
 
 def score_psi(reference: np.ndarray, current: np.ndarray, epsilon: float = 1e-4) -> float:
-    """PSI between two score samples over fixed probability bins (or pooled quantiles)."""
-    if reference.size == 0 or current.size == 0:
-        return 0.0
-    within_unit = reference.min() >= 0 and reference.max() <= 1 and current.min() >= 0
-    edges = (
-        SCORE_BINS
-        if within_unit and current.max() <= 1
-        else np.unique(
-            np.quantile(np.concatenate([reference, current]), np.linspace(0, 1, 11)[1:-1])
-        )
-    )
-    ref = np.bincount(np.searchsorted(edges, reference), minlength=len(edges) + 1) / reference.size
-    cur = np.bincount(np.searchsorted(edges, current), minlength=len(edges) + 1) / current.size
-    ref, cur = np.maximum(ref, epsilon), np.maximum(cur, epsilon)
-    return float(np.sum((cur - ref) * np.log(cur / ref)))
+    """PSI between two score samples: fixed probability bins, or pooled deciles otherwise."""
+    in_unit = all(a.size == 0 or (a.min() >= 0 and a.max() <= 1) for a in (reference, current))
+    return psi_from_samples(reference, current, SCORE_BINS if in_unit else None, epsilon)
 
 
 @dataclass
@@ -85,7 +75,7 @@ class ShadowScorer:
         emit: Callable[[list[bytes], list[bytes | None]], None],
         serde: Serde,
         metrics: Metrics,
-        store: PredictionStore | None = None,
+        store: PredictionSink | None = None,
         sample_fraction: float = 1.0,
         max_pending: int = 8,
         window: int = 10_000,
@@ -193,6 +183,8 @@ class ShadowScorer:
                     challenger.score.tolist(),
                 )
             except StoreUnavailable:
+                # Only a bare PredictionStore raises; the StoreWriter (what the
+                # composition root passes) keeps the rows and counts its own gap.
                 self._metrics.store_gap.inc(len(job.event_ids))
         self._metrics.shadow_events.labels(outcome="scored").inc(len(job.event_ids))
 

@@ -6,7 +6,6 @@ Both reference models are trained and registered once for the module (the
 
 from __future__ import annotations
 
-import doctest
 import hashlib
 import io
 import json
@@ -21,7 +20,6 @@ import fastavro
 import pytest
 from typer.testing import CliRunner
 
-import models.card
 from connectors.model_registry import (
     CHALLENGER,
     CHAMPION,
@@ -123,12 +121,6 @@ def test_run_logs_bundle_signature_profile_plots_and_model_card(reg: Registered)
     # The most important feature of the random forest is sliced into four quantile slices.
     assert card.count("\n| f1 | (") == 4
     assert "RandomForestClassifier" in card
-
-
-def test_card_doctests_pass() -> None:
-    result = doctest.testmod(models.card)
-    assert result.attempted >= 3
-    assert result.failed == 0
 
 
 # -- aliases, promote, rollback ---------------------------------------------------------------
