@@ -26,7 +26,7 @@ from fastavro import schemaless_reader, schemaless_writer
 
 from schemas.catalog import load_schema
 from schemas.codec import Codec, UnsupportedSchema, compile_codec
-from schemas.errors import DecodeError
+from schemas.errors import DecodeError, InfrastructureError
 
 Record = dict[str, Any]
 
@@ -103,7 +103,12 @@ _CONFLUENT_HEADER = struct.Struct(">bI")
 
 
 class ConfluentAvroSerde:
-    """Confluent wire format. ``writer_schema_for`` maps a schema id to a parsed schema."""
+    """Confluent wire format. ``writer_schema_for`` maps a schema id to a parsed schema.
+
+    What the resolver raises decides where a record goes: ``InfrastructureError``
+    (the registry is down) stops the loop; anything else makes the record a
+    ``DecodeError``, a dead letter.
+    """
 
     format = "avro-confluent"
 
@@ -138,6 +143,8 @@ class ConfluentAvroSerde:
             writer = self._writer_schema_for(schema_id)
             buf = io.BytesIO(data[5:])
             record = schemaless_reader(buf, writer, self._inner._schema)
+        except (DecodeError, InfrastructureError):
+            raise  # the resolver's own verdict: a bad id, or a registry that is down
         except Exception as exc:  # unknown id, incompatible writer, bad bytes
             raise DecodeError(f"cannot read with writer schema id {schema_id}: {exc!r}") from exc
         if buf.tell() != len(data) - 5:

@@ -64,7 +64,15 @@ class KafkaSettings(Section):
     ssl_certificate_location: str | None = None
     ssl_key_location: str | None = None
     ssl_key_password: SecretStr | None = None
+    #: Needed by every ``avro-confluent`` topic; ``mock://<name>`` is confluent-kafka's
+    #: in-process registry (tests). Put credentials in the field below, not in the URL.
     schema_registry_url: str | None = None
+    #: Schema Registry basic auth as ``user:password`` (Confluent's ``basic.auth.user.info``).
+    schema_registry_basic_auth_user_info: SecretStr | None = None
+    #: CA file or directory that verifies the Schema Registry's TLS certificate
+    #: (default: certifi's bundle). Separate from ``ssl_ca_location``: the
+    #: registry is an HTTPS server, often behind another CA than the brokers.
+    schema_registry_ssl_ca_location: str | None = None
     #: Any further librdkafka properties, passed through untouched.
     client_config: dict[str, str] = Field(default_factory=dict)
     session_timeout_ms: int = 6000
@@ -154,6 +162,11 @@ class ProcessorSettings(Section):
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     ort_intra_op_threads: int = Field(default=1, ge=0)
     ort_inter_op_threads: int = Field(default=1, ge=0)
+    #: onnxruntime execution providers, in order of preference (e.g.
+    #: ``["CUDAExecutionProvider", "CPUExecutionProvider"]``). Names are checked when a
+    #: model loads, not here: one this onnxruntime lacks (or misspelt) is a warning and
+    #: the available ones serve, the CPU when none is.
+    ort_providers: list[str] = Field(default=["CPUExecutionProvider"], min_length=1)
     linger_ms: int = 5
     flush_timeout_s: float = 30.0
 
@@ -228,6 +241,10 @@ class StoreSettings(Section):
     ttl_s: int = Field(default=3600, ge=1)
     bucket_s: int = Field(default=60, ge=1)
     max_pending_batches: int = Field(default=32, ge=1)
+    #: Memory cap of the predictions kept while Redis is down, estimated at 160 bytes
+    #: per event plus its id (64 MiB: ~380,000 events with 16-character ids); when it
+    #: is full the oldest are dropped and counted as the gap. 0 = no backlog.
+    backlog_max_bytes: int = Field(default=64 * 2**20, ge=0)
 
 
 class RegistrySettings(Section):
@@ -304,6 +321,8 @@ class MetricsSettings(Section):
     enabled: bool = True
     #: How often the consumer-lag gauge is refreshed (on its own thread).
     lag_interval_s: float = Field(default=5.0, gt=0)
+    #: How often a metadata request checks that the broker is reachable (metrics, /readyz).
+    broker_probe_interval_s: float = Field(default=5.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -416,7 +435,7 @@ def describe_validation_error(exc: ValidationError) -> str:
             problems.append(f"unknown setting {key!r}: check its spelling against the README")
         else:
             value = error.get("input")
-            secret = any(word in key for word in ("password", "secret", "key"))
+            secret = any(word in key for word in ("password", "secret", "key", "user_info"))
             shown = "" if isinstance(value, dict) or secret else f" = {value!r}"
             problems.append(f"invalid setting {key}{shown}: {error['msg']}")
     first = problems[0]

@@ -13,7 +13,6 @@ traceback.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import traceback
 from dataclasses import dataclass
@@ -48,6 +47,8 @@ class Invocation:
     """What the root command was given, for every sub-command to read."""
 
     config: Path | None = None
+    #: ``--log-level DEBUG``: errors also print their traceback.
+    debug: bool = False
 
     def settings(self, **overrides: Any) -> Settings:
         clean = {k: v for k, v in overrides.items() if v not in (None, {})}
@@ -87,7 +88,8 @@ class GuardedGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except (StreamscoreError, ValidationError) as exc:
-            if logging.getLogger().isEnabledFor(logging.DEBUG):
+            invocation = ctx.find_object(Invocation)
+            if invocation is not None and invocation.debug:
                 traceback.print_exc()
             message, code = error_line(exc)
             raise fail(message, code) from exc

@@ -9,16 +9,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from connectors.kafka import ensure_topics
-from connectors.redis_store import PredictionStore
+from connectors.kafka import Admin, ensure_topics
 from connectors.schema_registry import topic_serde
 from models.serving import ServingModel
 from schemas.errors import ConfigError, InfrastructureError, ModelError
 from schemas.settings import Settings
+from streams.ops.broker_probe import BrokerProbe
 from streams.ops.lag import LagRefresher
 from streams.ops.metrics import Health, Metrics, serve
 from streams.scoring.drift_path import DriftPath, Emit
-from streams.scoring.model_watcher import ModelWatcher, check_features, model_source
+from streams.scoring.model_watcher import (
+    ModelSource,
+    ModelWatcher,
+    check_features,
+    model_source,
+)
 from streams.scoring.processor import Processor
 from streams.scoring.shadow import ShadowScorer
 from streams.scoring.store_writer import StoreWriter
@@ -53,7 +58,7 @@ def build_processor(
         if offline:
             health.problems["mlflow"] = f"unreachable at start, serving cached models: {offline}"
 
-    store = None
+    writer = None
     if settings.store.enabled:
         from connectors.redis_store import PredictionStore, ping
 
@@ -65,14 +70,21 @@ def build_processor(
                         settings.redis.url)  # fmt: skip
         s = settings.store
         store = PredictionStore(settings.redis, ttl_s=s.ttl_s, bucket_s=s.bucket_s)
-        writer = StoreWriter(store, metrics, health, max_pending=s.max_pending_batches)
+        writer = StoreWriter(
+            store,
+            metrics,
+            health,
+            max_pending=s.max_pending_batches,
+            backlog_max_bytes=s.backlog_max_bytes,
+        )
         processor.side_paths.append(writer)
 
     mode = settings.shadow.mode
     current = {"champion": champion.version}
+    refused: set[tuple[str, str]] = set()
     if mode == "shadow":
         processor.make_shadow = lambda challenger: _shadow_scorer(
-            settings, processor, challenger, store
+            settings, processor, challenger, writer
         )
     if mode != "off":
         try:
@@ -82,6 +94,15 @@ def build_processor(
             metrics.model_load_failures.labels(role="challenger").inc()
             health.problems["challenger"] = f"not loaded: {exc}"
             log.warning("no challenger (%s): the champion serves alone", exc)
+            version = _listed_version(source, "challenger")
+            if isinstance(exc, ModelError) and version is not None:
+                # Refused once, here: the watcher must not refuse (and audit) it again.
+                refused.add(("challenger", version))
+                processor.audit(
+                    "model_refused",
+                    champion,
+                    {"role": "challenger", "refused_version": version, "reason": str(exc)[:500]},
+                )
         else:
             current["challenger"] = challenger.version
             processor.attach_challenger(challenger)
@@ -97,6 +118,15 @@ def build_processor(
 
     if settings.metrics.enabled:
         processor.closables.append(_lag_refresher(settings, metrics).start())
+    admin = Admin(settings.kafka, quiet=True)
+    probe = BrokerProbe(
+        lambda: admin.reachable(timeout=3.0),
+        metrics,
+        health,
+        address=settings.kafka.bootstrap_servers,
+        interval_s=settings.metrics.broker_probe_interval_s,
+    )
+    processor.closables.append(probe.start())
 
     watcher = ModelWatcher(
         source,
@@ -104,6 +134,7 @@ def build_processor(
         current=current,
         poll_interval_s=settings.registry.poll_interval_s,
         roles=("champion",) if mode == "off" else ("champion", "challenger"),
+        refused=refused,
     )
     watcher.source_up = "mlflow" not in health.problems
     processor.watcher = watcher
@@ -123,6 +154,14 @@ def _lag_refresher(settings: Settings, metrics: Metrics) -> LagRefresher:
     return LagRefresher(lookup, metrics, interval_s=settings.metrics.lag_interval_s)
 
 
+def _listed_version(source: ModelSource, role: str) -> str | None:
+    """The version ``source`` lists for ``role``, if it can say."""
+    try:
+        return source.versions().get(role)
+    except InfrastructureError:
+        return None
+
+
 def _emitter(processor: Processor, topic: str, role: str) -> Emit:
     """Produce a side path's records through the processor's producer, counted by role."""
     producer, produced = processor.producer, processor.metrics.produced.labels(role=role)
@@ -138,7 +177,7 @@ def _shadow_scorer(
     settings: Settings,
     processor: Processor,
     challenger: ServingModel,
-    store: PredictionStore | None,
+    writer: StoreWriter | None,
 ) -> ShadowScorer:
     s = settings.shadow
     return ShadowScorer(
@@ -147,7 +186,7 @@ def _shadow_scorer(
         emit=_emitter(processor, settings.topics.shadow, "shadow"),
         serde=topic_serde(settings, "shadow"),
         metrics=processor.metrics,
-        store=store,
+        store=writer,  # challenger rows share the writer's backlog and gap count
         sample_fraction=s.sample_fraction,
         max_pending=s.max_pending_batches,
         window=s.psi_window,
@@ -166,7 +205,14 @@ def run_processor(
     metrics, health = Metrics(), Health()
     server = None
     if settings.metrics.enabled:
-        server = serve(metrics, health, settings.metrics.host, settings.metrics.port)
+        m = settings.metrics
+        try:
+            server = serve(metrics, health, m.host, m.port)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {m.host}:{m.port} ({exc.strerror}); set metrics.port "
+                "(STREAMSCORE_METRICS__PORT or --metrics-port) to a free port, or 0 to turn it off"
+            ) from exc
         log.info("metrics on http://%s:%s/metrics", settings.metrics.host, settings.metrics.port)
     try:
         processor = build_processor(settings, metrics=metrics, health=health)

@@ -63,6 +63,9 @@ class BatchOutput:
     served: list[tuple[str, ServingModel]] = field(default_factory=list)
     #: With A/B routing, the index into ``served`` of each scored row.
     row_variant: np.ndarray | None = None
+    #: A/B variants whose model raised on this batch: variant -> (rows, error). Their
+    #: rows were served by the champion instead (``row_variant`` says so).
+    fallbacks: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     @property
     def scored(self) -> int:
@@ -138,7 +141,7 @@ class ScoringPipeline:
         else:
             out.served = list(zip(ab.router.variants, ab.models, strict=True))
             out.row_variant = ab.router.assign(events.sensor_ids)
-            scores = _score_split(matrix, out.row_variant, ab)
+            scores = _score_split(matrix, out.row_variant, ab, out.fallbacks)
         t4 = clock()
         out.processed_at = now_ms if now_ms is not None else int(time.time() * 1000)
         out.events, out.matrix, out.scores = events, matrix, scores
@@ -254,17 +257,36 @@ class ScoringPipeline:
         ]
 
 
-def _score_split(matrix: np.ndarray, row_variant: np.ndarray, ab: ABRouting) -> Scores:
-    """Score each variant's rows with its model and put the results back in row order."""
+def _score_split(
+    matrix: np.ndarray,
+    row_variant: np.ndarray,
+    ab: ABRouting,
+    fallbacks: dict[str, tuple[int, str]],
+) -> Scores:
+    """Score each variant's rows with its model and put the results back in row order.
+
+    A challenger that raises never fails the batch: its rows go to the champion (the
+    first variant), ``row_variant`` is updated to say so and ``fallbacks`` records it.
+    The champion raising is the batch's failure, as without A/B.
+    """
     n = matrix.shape[0]
     score = np.zeros(n)
     labels: np.ndarray | None = None
     probabilities: np.ndarray | None = None
-    for k, (served, columns) in enumerate(zip(ab.models, ab.columns, strict=True)):
+    parts = []
+    for k in range(len(ab.models) - 1, -1, -1):  # challengers first: the champion takes over
         rows = np.flatnonzero(row_variant == k)
         if rows.size == 0:
             continue
-        part = served.model.predict(matrix[rows][:, columns])
+        served, columns = ab.models[k], ab.columns[k]
+        try:
+            parts.append((rows, served.model.predict(matrix[rows][:, columns])))
+        except Exception as exc:
+            if k == 0:
+                raise
+            fallbacks[ab.router.variants[k]] = (int(rows.size), f"{type(exc).__name__}: {exc}")
+            row_variant[rows] = 0
+    for rows, part in parts:
         score[rows] = part.score
         if part.labels is not None:
             if labels is None:

@@ -59,6 +59,8 @@ class RunSummary:
     model_name: str = ""
     model_version: str = ""
     exit_reason: str = ""
+    #: A/B rows the challenger failed on and the champion served.
+    challenger_fallbacks: int = 0
     #: What the side paths report about themselves (shadow, drift, prediction store).
     side_paths: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -84,6 +86,7 @@ class RunSummary:
             "stage_seconds": {k: round(v, 4) for k, v in self.stage_seconds.items()},
             "model": {"name": self.model_name, "version": self.model_version},
             "exit_reason": self.exit_reason,
+            "challenger_fallbacks": self.challenger_fallbacks,
             **self.side_paths,
         }
 
@@ -158,6 +161,10 @@ class Processor:
         self.summary = RunSummary(model_name=champion.name, model_version=champion.version)
         self._stop_reason: str | None = None
         self._assigned_at: float | None = None
+        #: When the challenger started failing (A/B fallbacks, shadow errors); None = fine.
+        self._failing_since: float | None = None
+        #: (errors, processed) of the shadow worker at the last look.
+        self._shadow_seen = (0, 0)
         self._publish_model_info()
 
     @classmethod
@@ -364,6 +371,7 @@ class Processor:
 
     def _between_batches(self) -> None:
         """Hot swap: switch to models the watcher loaded, only ever between two batches."""
+        self._watch_shadow()
         if self.watcher is None:
             return
         self._report_model_source(self.watcher.source_up)
@@ -383,6 +391,21 @@ class Processor:
         for role, model in ready.items():
             self.swap(role, model)
 
+    def _watch_shadow(self) -> None:
+        """Show a shadow challenger that keeps failing in /readyz; clear it once it scores."""
+        worker = self.shadow.worker if self.shadow is not None else None
+        if worker is None:
+            return
+        errors, processed = worker.errors, worker.processed
+        seen_errors, seen_processed = self._shadow_seen
+        if errors > seen_errors:
+            self.health.problems["challenger"] = (
+                f"failing in the shadow ({errors} batches so far): {worker.last_error}"
+            )
+        elif processed > seen_processed:
+            self.health.problems.pop("challenger", None)
+        self._shadow_seen = (errors, processed)
+
     def _report_model_source(self, up: bool) -> None:
         """Keep MLflow's reachability current in metrics and /readyz (registry source only)."""
         if self.settings.models.source != "registry":
@@ -397,6 +420,11 @@ class Processor:
         """Switch ``role`` to ``model`` now; record where the new version starts."""
         old = self.champion if role == "champion" else self.challenger
         positions = self.consumer.positions()
+        # A good version replaces whatever was wrong with the role before.
+        self.health.problems.pop(f"{role}_refused", None)
+        if role == "challenger":
+            self.health.problems.pop("challenger", None)
+            self._failing_since = None
         if role == "champion":
             self.champion = model
             self.summary.model_name, self.summary.model_version = model.name, model.version
@@ -429,6 +457,7 @@ class Processor:
             offsets=cast(list[int], [m.offset() for m in messages]),
         )
         out = self.pipeline.run(raw, self.champion, ab=self.ab)
+        self._challenger_fell_back(out)
         produce_started = time.perf_counter()
         self._produce(out)
         produced = time.perf_counter()
@@ -437,6 +466,29 @@ class Processor:
             side_path(out, raw)
         timings = BatchTimings(polled_wall, polled, produce_started, produced, time.perf_counter())
         self._account(raw, out, timings)
+
+    def _challenger_fell_back(self, out: BatchOutput) -> None:
+        """A/B: count, audit (once per failing streak) and show a challenger that raised."""
+        if self.ab is None:
+            return
+        if not out.fallbacks:
+            if self._failing_since is not None and out.scored:
+                self._failing_since = None
+                self.health.problems.pop("challenger", None)
+            return
+        rows = sum(n for n, _ in out.fallbacks.values())
+        self.metrics.challenger_fallback_events.inc(rows)
+        self.summary.challenger_fallbacks += rows
+        error = next(iter(out.fallbacks.values()))[1]
+        self.health.problems["challenger"] = (
+            f"failing in A/B, the champion serves its share: {error}"
+        )
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.error("challenger failed in A/B (its rows fall back to the champion): %s", error)
+            if self.challenger is not None:
+                self.audit("challenger_failed", self.challenger,
+                           {"mode": "ab", "rows": str(rows), "error": error[:500]})  # fmt: skip
 
     def _produce(self, out: BatchOutput) -> None:
         topics = self.topics
