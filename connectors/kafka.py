@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka import Consumer as _Consumer
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka import Producer as _Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.errors import DeliveryFailed, InfrastructureError
+from schemas.errors import ConfigError, DeliveryFailed, InfrastructureError
 from schemas.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -299,12 +299,15 @@ class Consumer:
         kwargs["on_lost"] = wrap(on_lost if on_lost is not None else on_revoke)
         self._consumer.subscribe(topics, **kwargs)
 
-    def consume(self, max_messages: int, timeout: float) -> list[Message]:
+    def consume(
+        self, max_messages: int, timeout: float, *, fatal_codes: tuple[int, ...] = ()
+    ) -> list[Message]:
         """Up to ``max_messages`` records, as soon as there is at least one.
 
         Waits up to ``timeout`` for the first record, then takes whatever else is
         already queued without waiting: a full batch under load, no batch-filling
-        delay at low load. Transient client errors are logged and skipped.
+        delay at low load. Transient client errors are logged and skipped, except
+        the error codes in ``fatal_codes``, raised like fatal ones.
         """
         messages = self._consumer.consume(1, timeout)
         if not messages:
@@ -317,7 +320,7 @@ class Consumer:
                 err = m.error()
                 if err is None or err.code() == KafkaError._PARTITION_EOF:
                     continue
-                if err.fatal():
+                if err.fatal() or err.code() in fatal_codes:
                     raise InfrastructureError(f"fatal consumer error: {err}")
                 log.warning("consumer error on %s[%s]: %s", m.topic(), m.partition(), err)
         return good
@@ -345,6 +348,36 @@ class Consumer:
 
     def assignment(self) -> list[TopicPartition]:
         return list(self._consumer.assignment())
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        """Read these partitions from their offsets, outside the group: nothing joins."""
+        self._consumer.assign(partitions)
+
+    def assign_topic(
+        self, topic: str, *, from_beginning: bool, timeout: float = 10.0
+    ) -> list[TopicPartition]:
+        """Read every partition of ``topic`` outside the group: nothing joins, nothing commits.
+
+        From the first record still in the log, or from each partition's end as looked up
+        now (not at the first fetch), so every record produced after this returns is read.
+        A topic the cluster does not have is a :class:`ConfigError`: a name to fix.
+        """
+        try:
+            metadata = self._consumer.list_topics(topic, timeout=timeout)
+            described = metadata.topics.get(topic)
+            if described is None or described.error is not None or not described.partitions:
+                raise ConfigError(f"topic {topic} does not exist")
+            partitions = []
+            for p in sorted(described.partitions):
+                offset = OFFSET_BEGINNING
+                if not from_beginning:
+                    tp = TopicPartition(topic, p)
+                    _, offset = self._consumer.get_watermark_offsets(tp, timeout, cached=False)
+                partitions.append(TopicPartition(topic, p, offset))
+        except KafkaException as exc:
+            raise InfrastructureError(f"cannot look up topic {topic}: {exc}") from exc
+        self._consumer.assign(partitions)
+        return partitions
 
     def close(self) -> None:
         self._consumer.close()
@@ -451,8 +484,24 @@ class Admin:
                 log.warning("could not delete topic %s: %s", name, exc)
 
 
+#: How long a command waits for the broker before it says so.
+REACH_TIMEOUT_S = 10.0
+
+
+def require_broker(kafka: KafkaSettings, timeout: float = REACH_TIMEOUT_S) -> None:
+    """Fail with one line naming the address, the wait and what to check (no retry spam)."""
+    if Admin(kafka, quiet=True).reachable(timeout=timeout):
+        return
+    raise InfrastructureError(
+        f"Kafka at {kafka.bootstrap_servers} did not answer within {timeout:g}s; check that "
+        "the broker runs (`streamscore up` starts the embedded one, `streamscore status` shows "
+        "it) and that kafka.bootstrap_servers (STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS) names it"
+    )
+
+
 def ensure_topics(settings: Settings) -> list[str]:
     """Create every topic role's topic that is missing; returns the names created."""
+    require_broker(settings.kafka)
     return Admin(settings.kafka).ensure_topics(
         settings.topics.by_role().values(),
         partitions=settings.topics.partitions,
