@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,3 +284,103 @@ def run_source(
     return produce_events(
         producer, settings.topics.events, factory, keep_ids=keep_ids, labels=labels
     )
+
+
+# -- JSON lines from a person or a pipe ----------------------------------------------------
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, as a reason names it: ``a string``, ``an array``, ``null``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string" if value else "an empty string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def event_from_json_line(line: bytes, serde: Serde) -> tuple[bytes, bytes]:
+    """(key, value) of one JSON line holding a sensor event, encoded with ``serde``.
+
+    The envelope is checked here, so each mistake gets a reason a person can act on: not
+    JSON, a missing or unknown field, a value of the wrong JSON type. Encoding is the
+    schema's own check of what is left. Feature values are not range-checked: that is the
+    processor's validation, whose rejections go to the DLQ. The key is the sensor id, as
+    every source sends it. Raises ``ValueError`` whose message is the reason.
+    """
+    try:
+        event = json.loads(line.decode("utf-8").rstrip("\r\n"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text ({exc.reason} at byte {exc.start + 1})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(event, dict):
+        raise ValueError(f"a sensor event is a JSON object, not {_json_kind(event)}")
+    fields = ("event_id", "sensor_id", "event_time", "features")
+    missing = [name for name in fields if name not in event]
+    if missing:
+        raise ValueError(f"missing field{'s' * (len(missing) > 1)} {', '.join(missing)}")
+    unknown = [name for name in event if name not in fields]
+    if unknown:
+        raise ValueError(
+            f"unknown field{'s' * (len(unknown) > 1)} {', '.join(unknown)} "
+            f"(a sensor event has {', '.join(fields)})"
+        )
+    for name in ("event_id", "sensor_id"):
+        if not isinstance(event[name], str) or not event[name]:
+            raise ValueError(f"{name} must be a non-empty string, not {_json_kind(event[name])}")
+    event_time = event["event_time"]
+    if isinstance(event_time, bool) or not isinstance(event_time, int):
+        raise ValueError(
+            f"event_time must be epoch milliseconds (an integer), not {_json_kind(event_time)}"
+        )
+    features = event["features"]
+    if not isinstance(features, dict):
+        raise ValueError(f"features must be an object of numbers, not {_json_kind(features)}")
+    for name, value in features.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"features.{name} must be a number, not {_json_kind(value)}")
+    try:
+        encoded = serde.encode(event)
+    except (TypeError, ValueError, OverflowError) as exc:  # fastavro's and json's refusals
+        raise ValueError(f"does not fit the sensor_event schema as {serde.format}: {exc}") from None
+    return event["sensor_id"].encode(), encoded
+
+
+def produce_json_lines(
+    settings: Settings, lines: Iterable[bytes], reject: Callable[[int, str], None]
+) -> tuple[int, int]:
+    """Send each line of ``lines`` that is a valid sensor event to the events topic.
+
+    Every other line goes to ``reject(line_number, reason)`` (numbers count from 1, blank
+    lines included, so they match the input; blank lines themselves are skipped). Lines are
+    read as they come, so a pipe that stays open is sent as it flows. Returns (sent,
+    rejected) once every sent record is acknowledged.
+    """
+    ensure_topics(settings)
+    serde = topic_serde(settings, "events")
+    topic = settings.topics.events
+    producer = Producer(
+        settings.kafka, client_id=client_id("stdin"), linger_ms=settings.processor.linger_ms
+    )
+    sent = rejected = 0
+    try:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                key, value = event_from_json_line(line, serde)
+            except ValueError as exc:
+                rejected += 1
+                reject(number, str(exc))
+                continue
+            producer.produce(topic, value, key)
+            sent += 1
+            if sent % 1000 == 0:
+                producer.poll(0)
+    finally:  # also on Ctrl-C: what was read and sent is delivered
+        producer.flush()
+    return sent, rejected

@@ -27,6 +27,7 @@ from streams.cli.common import (
     print_json,
     settings_of,
 )
+from streams.cli.consume import consume
 from streams.cli.drift import app as drift_app
 from streams.cli.drift import report as drift_report
 from streams.cli.evaluate import evaluate, shadow_report
@@ -51,7 +52,7 @@ def _root(
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise typer.BadParameter(f"{log_level!r}; use DEBUG, INFO, WARNING or ERROR")
-    ctx.obj = Invocation(config=config)
+    ctx.obj = Invocation(config=config, debug=level == "DEBUG")
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -266,15 +267,33 @@ def produce(
             "seconds after the last event (delayed ground truth for the evaluator)."
         ),
     ] = None,
+    stdin: Annotated[
+        bool,
+        typer.Option(
+            "--stdin",
+            help="Send the sensor events read from standard input instead, one JSON object a "
+            "line (event_id, sensor_id, event_time in epoch ms, features), each checked "
+            "against the event schema first. Each rejected line is named on stderr "
+            "('line N: reason'), then 'sent X, rejected Y'. Exit code 0 when every line was "
+            "sent, 1 when any was rejected. Only --topic, --format and --json apply.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Publish sensor events to Kafka (replay, invalid mix, feature shift, delayed labels)."""
+    """Publish sensor events to Kafka (replay, invalid mix, feature shift, delayed labels),
+    or the JSON lines of standard input (--stdin)."""
     from connectors.source import run_source
 
     overrides: dict[str, Any] = {
         "topics": {"events": topic} if topic else None,
         "formats": {"events": fmt} if fmt else None,
     }
+    if stdin:
+        from streams.cli.consume import refuse_options, send_stdin
+
+        refuse_options(ctx, "--stdin", allowed={"stdin", "topic", "fmt", "as_json"})
+        code = send_stdin(settings_of(ctx, **overrides), sys.stdin.buffer, as_json=as_json)
+        raise typer.Exit(code)
     from connectors.source import SourceOptions
 
     options = SourceOptions(
@@ -325,6 +344,7 @@ reports.command("drift")(drift_report)
 app.add_typer(reports, name="report")
 app.command("bench")(bench)
 app.command("evaluate")(evaluate)
+app.command("consume")(consume)
 shadow = new_app(help="Champion vs challenger: the evidence.")
 shadow.command("report")(shadow_report)
 app.add_typer(shadow, name="shadow")

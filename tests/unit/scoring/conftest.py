@@ -5,6 +5,10 @@ way ``models.train`` does (skl2onnx, one ``[N, n_features]`` float input, no Zip
 and wrapped in a :class:`ServingModel` with its :class:`BundleMeta`, as a bundle
 on disk would be. Challengers name their features in another order than the
 champions, so a test sees at once when columns are not re-aligned.
+
+Besides the models: a fresh metrics registry per test, an in-memory twin of the
+prediction store that can be switched down, and a factory of batch outputs as
+the scoring pipeline hands them to the side paths.
 """
 
 from __future__ import annotations
@@ -203,14 +207,16 @@ class MemoryStore:
 
 @pytest.fixture
 def make_output() -> OutputFactory:
-    """A champion's BatchOutput twin: scored rows, ids ``e-<n>``, keys = sensor ids."""
+    """A BatchOutput twin: ``matrix`` scored by ``model``, ids ``e-<n>``, keys = sensor ids.
+
+    Only what the side paths read is filled in: the encoded predictions are placeholders.
+    """
 
     def make(
         model: ServingModel,
         matrix: np.ndarray,
         *,
         first: int = 0,
-        variant: str = "champion",
         served: list[tuple[str, ServingModel]] | None = None,
         row_variant: np.ndarray | None = None,
     ) -> BatchOutput:
@@ -232,7 +238,7 @@ def make_output() -> OutputFactory:
             matrix=matrix,
             scores=model.model.predict(matrix),
             processed_at=PROCESSED_AT,
-            served=served if served is not None else [(variant, model)],
+            served=served if served is not None else [("champion", model)],
             row_variant=row_variant,
         )
 
