@@ -393,6 +393,9 @@ class Processor:
 
     def _watch_shadow(self) -> None:
         """Show a shadow challenger that keeps failing in /readyz; clear it once it scores."""
+        if self.shadow is not None and self.shadow.misaligned is not None:
+            self.health.problems["challenger"] = f"shadow paused: {self.shadow.misaligned}"
+            return
         worker = self.shadow.worker if self.shadow is not None else None
         if worker is None:
             return

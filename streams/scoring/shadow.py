@@ -28,6 +28,7 @@ import numpy as np
 from connectors.redis_store import StoreUnavailable
 from models.runtime import Scores
 from models.serving import ServingModel
+from schemas.errors import SignatureMismatch
 from schemas.serde import Serde
 from streams.drift.psi import psi_from_samples
 from streams.ops.metrics import BatchHistogram, Metrics
@@ -85,6 +86,8 @@ class ShadowScorer:
         self.challenger = challenger
         self.champion_features = list(champion_features)
         self.columns = column_order(champion_features, challenger.feature_names)
+        #: Why the shadow is paused (a new champion lacks a feature the challenger needs).
+        self.misaligned: str | None = None
         self._emit = emit
         self._serde = serde
         self._metrics = metrics
@@ -118,13 +121,27 @@ class ShadowScorer:
             list(champion_features),
             columns,
         )
+        self.misaligned = None
 
     def __call__(self, out: BatchOutput, raw: RawBatch) -> None:
         """Side path of the processor: hand the batch to the worker (never blocks)."""
         if out.scores is None or out.scored == 0:
             return
         if out.served and out.served[0][1].feature_names != self.champion_features:
-            self.replace_challenger(self.challenger, out.served[0][1].feature_names)
+            try:
+                self.replace_challenger(self.challenger, out.served[0][1].feature_names)
+            except SignatureMismatch as exc:
+                # The new champion dropped a feature the challenger needs: the shadow pauses
+                # (counted, logged) until a challenger that fits arrives; the batch goes on.
+                self._metrics.shadow_errors.inc()
+                self._metrics.shadow_events.labels(outcome="error").inc(out.scored)
+                self.champion_features = list(out.served[0][1].feature_names)
+                self.misaligned = f"{type(exc).__name__}: {exc}"
+                log.error("shadow paused until a challenger that fits arrives: %s", exc)
+                return
+        if self.misaligned is not None:
+            self._metrics.shadow_events.labels(outcome="error").inc(out.scored)
+            return
         keep = self._sample(out.events.event_ids)
         events = out.events
         job = ShadowJob(

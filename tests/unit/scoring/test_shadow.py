@@ -550,13 +550,6 @@ def test_replace_challenger_checks_the_features_first(
     assert scorer.report()["shadow"]["challenger"] == "lr-champion v1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SignatureMismatch,
-    reason="defect: ShadowScorer.__call__ re-aligns to a new champion's features on the hot "
-    "path and lets SignatureMismatch escape when the challenger needs a feature the new "
-    "champion dropped; the side path then fails the batch (and the run)",
-)
 def test_a_new_champion_without_a_feature_the_challenger_needs_never_fails_the_batch(
     binary_challenger: ServingModel,
     rows: np.ndarray,
@@ -569,7 +562,12 @@ def test_a_new_champion_without_a_feature_the_challenger_needs_never_fails_the_b
     emitted = Emitted()
     scorer = make_scorer(binary_challenger, metrics, emitted)
     scorer(make_output(narrow, rows[:10, :2]), NO_RAW)  # the challenger needs rpm
+    scorer(make_output(narrow, rows[10:20, :2]), NO_RAW)
     assert emitted.batches == []
+    assert scorer.misaligned is not None and "rpm" in scorer.misaligned
+    assert metric(metrics, "streamscore_shadow_errors_total") == 1  # once, not per batch
+    scorer.replace_challenger(binary_challenger, FEATURES)  # a challenger that fits again
+    assert scorer.misaligned is None
 
 
 # -- the report -----------------------------------------------------------------------------
