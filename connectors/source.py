@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ class SourceOptions:
     run_id: str = "evt"
     #: Oversized events are padded beyond this many bytes.
     max_message_bytes: int = 65_536
+    #: A source file's own event_id / sensor_id / event_time are used (False: generated).
+    keep_file_fields: bool = True
 
 
 @dataclass
@@ -77,26 +80,69 @@ class ProduceReport:
         }
 
 
-def rows_from_file(path: Path) -> tuple[list[str], np.ndarray]:
-    """Feature names and a float matrix from a CSV (header row) or JSONL file.
+#: Columns of a source file that are not features.
+IDENTITY_COLUMNS = ("event_id", "sensor_id", "event_time", "label")
+_NOT_FEATURES = {*IDENTITY_COLUMNS, "anomaly", "target"}
+
+
+@dataclass
+class RowFields:
+    """A source file's own identity columns, per row (None where the file has none)."""
+
+    event_ids: list[str] | None = None
+    sensor_ids: list[str] | None = None
+    event_times: list[int] | None = None
+    labels: list[str] | None = None
+
+
+def _epoch_ms(value: Any) -> int:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return int(moment.timestamp() * 1000)
+
+
+def read_source_file(path: Path) -> tuple[list[str], np.ndarray, RowFields]:
+    """Feature names, a float matrix and the file's own identity columns (CSV or JSONL).
 
     JSONL lines may be full SensorEvents (with a ``features`` object) or flat
-    objects of feature values. Columns ``event_id``, ``sensor_id``,
-    ``event_time`` and ``label`` are not features.
+    objects of feature values. Columns ``event_id``, ``sensor_id``, ``event_time``
+    and ``label`` are kept as the events' own fields, not features.
     """
-    skip = {"event_id", "sensor_id", "event_time", "label", "anomaly", "target"}
     records: list[dict[str, Any]]
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
         with path.open(encoding="utf-8") as fh:
-            records = [json.loads(line) for line in fh if line.strip()]
-        records = [r.get("features", r) for r in records]
+            lines = [json.loads(line) for line in fh if line.strip()]
+        records = [{**{k: v for k, v in r.items() if k != "features"}, **r.get("features", {})}
+                   for r in lines]  # fmt: skip
     else:
         with path.open(newline="", encoding="utf-8") as fh:
             records = list(csv.DictReader(fh))
     if not records:
         raise ValueError(f"{path} has no rows")
-    names = [n for n in records[0] if n not in skip]
+    names = [n for n in records[0] if n not in _NOT_FEATURES]
     matrix = np.array([[float(r[n]) for n in names] for r in records], dtype=np.float64)
+    first = records[0]
+
+    def column(name: str) -> list[Any] | None:
+        return [r.get(name) for r in records] if name in first else None
+
+    ids, sensors, times, labels = (column(c) for c in IDENTITY_COLUMNS)
+    fields = RowFields(
+        event_ids=[str(v) for v in ids] if ids else None,
+        sensor_ids=[str(v) for v in sensors] if sensors else None,
+        event_times=[_epoch_ms(v) for v in times] if times else None,
+        labels=[str(v) for v in labels] if labels else None,
+    )
+    return names, matrix, fields
+
+
+def rows_from_file(path: Path) -> tuple[list[str], np.ndarray]:
+    """Feature names and a float matrix from a CSV (header row) or JSONL file."""
+    names, matrix, _ = read_source_file(path)
     return names, matrix
 
 
@@ -110,29 +156,46 @@ class EventFactory:
         serde: Serde,
         options: SourceOptions,
         labels: np.ndarray | None = None,
+        fields: RowFields | None = None,
     ):
         self.names = names
+        #: The file's own event ids, sensor ids and event times, used as they are.
+        self.fields = fields or RowFields()
         self.rows = rows
         #: The true label of each row, when known (for publishing delayed labels).
         self.labels = labels
         self.serde = serde
         self.options = options
         self.rng = random.Random(options.seed)
-        self.order = np.random.default_rng(options.seed).permutation(len(rows))
+        # A file with its own event ids is replayed in its order; otherwise shuffled.
+        self.order = (
+            np.arange(len(rows))
+            if self.fields.event_ids is not None
+            else np.random.default_rng(options.seed).permutation(len(rows))
+        )
         self.std = rows.std(axis=0)
         self.span = rows.max(axis=0) - rows.min(axis=0)
         self.kinds = list(INVALID_KINDS) + (list(JSON_ONLY_KINDS) if serde.format == "json" else [])
         self.shift_column = names.index(options.shift_feature) if options.shift_feature else None
 
+    def event_id(self, n: int) -> str:
+        """The id of event number ``n``: the file's own, else ``<run>-<n>``."""
+        ids = self.fields.event_ids
+        if ids is None:
+            return f"{self.options.run_id}-{n}"
+        i, lap = int(self.order[n % len(self.rows)]), n // len(self.rows)
+        return ids[i] if lap == 0 else f"{ids[i]}~{lap}"
+
     def event(self, n: int, now_ms: int) -> dict[str, Any]:
-        row = self.rows[self.order[n % len(self.rows)]].copy()
-        o = self.options
+        i = int(self.order[n % len(self.rows)])
+        row = self.rows[i].copy()
+        o, f = self.options, self.fields
         if self.shift_column is not None and o.shift_at is not None and n >= o.shift_at:
             row[self.shift_column] += o.shift_sigma * self.std[self.shift_column]
         return {
-            "event_id": f"{o.run_id}-{n}",
-            "sensor_id": f"sensor-{n % o.sensors:04d}",
-            "event_time": now_ms,
+            "event_id": self.event_id(n),
+            "sensor_id": f.sensor_ids[i] if f.sensor_ids else f"sensor-{n % o.sensors:04d}",
+            "event_time": f.event_times[i] if f.event_times else now_ms,
             "features": dict(zip(self.names, row.tolist(), strict=True)),
         }
 
@@ -205,7 +268,7 @@ def produce_events(
         if reason is None:
             report.valid += 1
             if keep_ids:
-                report.valid_ids.append(f"{o.run_id}-{n}")
+                report.valid_ids.append(factory.event_id(n))
             if labels is not None:
                 labelled.append(n)
         else:
@@ -219,7 +282,7 @@ def produce_events(
     if labels is not None and labelled:
         time.sleep(labels.delay_s)
         now = int(time.time() * 1000)
-        ids = [f"{o.run_id}-{n}" for n in labelled]
+        ids = [factory.event_id(n) for n in labelled]
         records: list[dict[str, Any]] = [
             {"event_id": event_id, "label": factory.label(n), "labelled_at": now}
             for event_id, n in zip(ids, labelled, strict=True)
@@ -248,14 +311,17 @@ class LabelSink:
 
 def event_factory(settings: Settings, options: SourceOptions, source: Path | None) -> EventFactory:
     """Events from ``source`` (CSV / JSONL), or the reference dataset with its labels."""
-    labels = None
+    labels, fields = None, None
     if source is not None:
-        names, rows = rows_from_file(source)
+        names, rows, fields = read_source_file(source)
+        labels = np.asarray(fields.labels) if fields.labels is not None else None
+        if not options.keep_file_fields:
+            fields = None
     else:
         data = shuttle()
         names, rows, labels = data.feature_names, data.X, data.y
     options.max_message_bytes = settings.processor.max_message_bytes
-    return EventFactory(names, rows, topic_serde(settings, "events"), options, labels)
+    return EventFactory(names, rows, topic_serde(settings, "events"), options, labels, fields)
 
 
 def run_source(
@@ -279,7 +345,10 @@ def run_source(
     labels = None
     if labels_after_s is not None:
         if factory.labels is None:
-            raise ConfigError("labels are only known for the reference dataset replay")
+            raise ConfigError(
+                "--labels-after needs labels: the reference dataset has them, and a source "
+                "file has them when it has a 'label' column"
+            )
         labels = LabelSink(settings.topics.labels, topic_serde(settings, "labels"), labels_after_s)
     return produce_events(
         producer, settings.topics.events, factory, keep_ids=keep_ids, labels=labels

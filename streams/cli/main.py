@@ -260,6 +260,14 @@ def produce(
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
     run_id: Annotated[str, typer.Option(help="Prefix of the event ids.")] = "evt",
+    rewrite_ids: Annotated[
+        bool,
+        typer.Option(
+            "--rewrite-ids",
+            help="With --source: generate event_id, sensor_id and event_time even where the "
+            "file has its own (default: the file's own are kept).",
+        ),
+    ] = False,
     labels_after: Annotated[
         float | None,
         typer.Option(
@@ -305,6 +313,7 @@ def produce(
         shift_sigma=shift_sigma,
         seed=seed,
         run_id=run_id,
+        keep_file_fields=not rewrite_ids,
     )
     try:
         report = run_source(

@@ -276,3 +276,38 @@ def test_rows_from_jsonl_events_or_flat_objects(tmp_path: Path) -> None:
     empty.write_text("x,y\n", encoding="utf-8")
     with pytest.raises(ValueError, match="has no rows"):
         rows_from_file(empty)
+
+
+def test_a_file_keeps_its_own_ids_times_and_labels(tmp_path: Path) -> None:
+    from connectors.source import read_source_file
+
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "event_id,sensor_id,event_time,f1,f2,label\n"
+        "a-1,s-9,1700000000000,1.5,2,ok\n"
+        "a-2,s-8,2026-11-22T10:00:00Z,3,4,anomaly\n"
+    )
+    names, rows, fields = read_source_file(path)
+    assert names == ["f1", "f2"] and rows.tolist() == [[1.5, 2.0], [3.0, 4.0]]
+    assert fields.event_ids == ["a-1", "a-2"] and fields.labels == ["ok", "anomaly"]
+    assert fields.event_times == [1700000000000, 1795341600000]
+    factory = EventFactory(
+        names, rows, AvroSerde("sensor_event"), SourceOptions(), np.asarray(fields.labels), fields
+    )
+    events = [factory.event(n, now_ms=5) for n in range(3)]
+    assert [e["event_id"] for e in events] == ["a-1", "a-2", "a-1~1"]
+    assert [e["sensor_id"] for e in events] == ["s-9", "s-8", "s-9"]
+    assert [e["event_time"] for e in events] == [1700000000000, 1795341600000, 1700000000000]
+    assert [factory.label(n) for n in range(2)] == ["ok", "anomaly"]
+
+
+def test_without_identity_columns_ids_are_generated(tmp_path: Path) -> None:
+    from connectors.source import read_source_file
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"features": {"x": 1}}\n{"features": {"x": 2}}\n')
+    names, rows, fields = read_source_file(path)
+    factory = EventFactory(names, rows, AvroSerde("sensor_event"), SourceOptions(run_id="r"))
+    assert fields.event_ids is None
+    assert factory.event(0, now_ms=7)["event_id"] == "r-0"
+    assert factory.event(0, now_ms=7)["event_time"] == 7
