@@ -11,12 +11,16 @@ bins: one bin per reference value and a last ``other`` bin for unseen values.
 
 from __future__ import annotations
 
+import csv
 import itertools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel
+
+from schemas.errors import ConfigError
 
 DEFAULT_BINS = 10
 #: At most this many distinct values makes a feature discrete (exact-value bins).
@@ -132,3 +136,48 @@ def build_profile(
     return ReferenceProfile(
         features=[profile_feature(n, matrix[:, i], bins=bins) for i, n in enumerate(names)]
     )
+
+
+#: What a model without a reference profile loses, said wherever it shows.
+NO_PROFILE_WARNING = (
+    "no reference profile: events get type checks only (no range checks) and no PSI drift; "
+    "give training rows with --reference-csv or --reference-parquet"
+)
+
+
+def read_reference_rows(
+    path: Path, features: Sequence[str] | None = None
+) -> tuple[list[str], np.ndarray]:
+    """Training rows from a CSV (header row) or Parquet file, columns in ``features`` order.
+
+    A file that cannot be read, lacks a feature column or is not numeric is a
+    :class:`ConfigError` naming the file.
+    """
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            header = list(table.column_names)
+            columns = {name: table.column(name).to_numpy() for name in header}
+            rows = len(table)
+        else:
+            with path.open(newline="", encoding="utf-8") as handle:
+                lines = list(csv.reader(handle))
+            if len(lines) < 2:
+                raise ConfigError(f"{path}: need a header row and at least one data row")
+            header = [h.strip() for h in lines[0]]
+            body = [line for line in lines[1:] if line]
+            columns = {h: [line[i] for line in body] for i, h in enumerate(header)}
+            rows = len(body)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    order = list(features) if features else header
+    missing = [f for f in order if f not in header]
+    if missing:
+        raise ConfigError(f"{path}: no column for feature(s) {missing}")
+    try:
+        matrix = np.column_stack([np.asarray(columns[f], dtype=np.float64) for f in order])
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not numeric: {exc}") from exc
+    return order, matrix.reshape(rows, len(order))

@@ -175,7 +175,8 @@ class ModelSettings(Section):
     #: ``files``: bundles in ``dir``; ``registry``: MLflow aliases champion/challenger,
     #: hot-swapped when an alias moves.
     source: Literal["files", "registry"] = "files"
-    #: Folder holding the file-based model bundles (``champion/``, ``challenger/``).
+    #: Folder holding the file-based model bundles (``champion/``, ``challenger/``);
+    #: default ``<home>/models``.
     dir: Path = Path(".streamscore/models")
     champion: str = "champion"
     challenger: str = "challenger"
@@ -349,6 +350,13 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _models_under_home(self) -> Self:
+        """Like everything the stack writes, model bundles default to ``<home>/models``."""
+        if "dir" not in self.models.model_fields_set:
+            self.models.dir = self.home / "models"
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -8,7 +8,6 @@ records for ``sensor.audit``). Mount with ``app.add_typer(cli_models.app, name="
 
 from __future__ import annotations
 
-import csv
 import getpass
 import socket
 from collections.abc import Sequence
@@ -16,12 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
+from models.profile import NO_PROFILE_WARNING, read_reference_rows
 from models.roles import CHALLENGER, CHAMPION
 from schemas.errors import ConfigError
 from schemas.settings import Settings
@@ -150,7 +149,7 @@ def register_model(
     """Register a user's ONNX file (or bundle folder), then optionally point ``alias`` at it."""
     reference = None
     if reference_csv is not None:
-        header, reference = read_reference_csv(reference_csv, features)
+        header, reference = read_reference_rows(reference_csv, features)
         features = features or header
     events = [
         registry.register_onnx_file(
@@ -163,32 +162,12 @@ def register_model(
             description=description,
         )
     ]
+    version = events[0].model_version
+    if registry.describe(name, version).tags.get("streamscore.profile") == "absent":
+        console.print(f"[yellow]warning:[/] {name} v{version}: {NO_PROFILE_WARNING}")
     if alias:
         events.append(registry.set_alias(name, alias, events[0].model_version, actor=actor))
     return events
-
-
-def read_reference_csv(
-    path: Path, features: Sequence[str] | None = None
-) -> tuple[list[str], np.ndarray]:
-    """Training rows from a CSV with a header; columns in ``features`` order when given."""
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
-    if len(rows) < 2:
-        raise ConfigError(f"{path}: need a header row and at least one data row")
-    header = [h.strip() for h in rows[0]]
-    order = list(features) if features else header
-    missing = [f for f in order if f not in header]
-    if missing:
-        raise ConfigError(f"{path}: no column for feature(s) {missing}")
-    try:
-        matrix = np.array([[float(v) for v in row] for row in rows[1:] if row], dtype=np.float64)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: not numeric: {exc}") from exc
-    return order, matrix[:, [header.index(f) for f in order]]
 
 
 def report_events(settings: Settings, events: Sequence[LifecycleEvent]) -> None:
@@ -254,6 +233,10 @@ def register(
         Path | None,
         typer.Option(help="Training rows (CSV with header) to build the reference profile."),
     ] = None,
+    reference_parquet: Annotated[
+        Path | None,
+        typer.Option(help="Training rows (Parquet) to build the reference profile."),
+    ] = None,
     alias: Annotated[
         str | None, typer.Option(help="Point this alias at the new version, e.g. challenger.")
     ] = None,
@@ -271,7 +254,7 @@ def register(
         actor or default_actor(),
         features=_split(features),
         classes=_split(classes),
-        reference_csv=reference_csv,
+        reference_csv=reference_csv or reference_parquet,
         alias=alias,
         description=description,
     )
@@ -347,6 +330,8 @@ def describe(
     for key, value in rows.items():
         table.add_row(key, value)
     console.print(table)
+    if info.tags.get("streamscore.profile") == "absent":
+        console.print(f"[yellow]warning:[/] {NO_PROFILE_WARNING}")
     if card_text is not None:
         console.print(Markdown(card_text))
 

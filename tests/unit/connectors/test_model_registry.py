@@ -345,3 +345,33 @@ def test_cli_lists_describes_and_reports_refusals(reg: Registered) -> None:
     refused = runner.invoke(app, ["rollback", *common, "--actor", "cli"])
     assert refused.exit_code == 1
     assert "nothing to roll back to" in " ".join(refused.output.split())
+
+
+def test_cli_warns_about_a_missing_profile_and_builds_one_from_parquet(
+    reg: Registered, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bare = tmp_path / "mine.onnx"
+    shutil.copy(reg.registry.fetch(NAME, CHAMPION).path / MODEL_FILE, bare)
+    names = [f"f{i}" for i in range(1, 10)]
+    common = ["--home", str(reg.home), "--name", NAME, "--features", ",".join(names)]
+    runner = CliRunner()
+    plain = runner.invoke(app, ["register", str(bare), *common, "--actor", "t"])
+    assert plain.exit_code == 0, plain.output
+    assert "no reference profile" in " ".join(plain.output.split())
+
+    data = shuttle()
+    rows = tmp_path / "train.parquet"
+    pq.write_table(pa.table({n: data.X[:500, i] for i, n in enumerate(names)}), rows)
+    profiled = runner.invoke(
+        app, ["register", str(bare), *common, "--reference-parquet", str(rows), "--actor", "t"]
+    )
+    assert profiled.exit_code == 0, profiled.output
+    assert "no reference profile" not in " ".join(profiled.output.split())
+    latest = max(reg.registry.list_versions(NAME), key=lambda v: int(v.version))
+    assert latest.tags["streamscore.profile"] == "present"
+    described = runner.invoke(app, ["describe", latest.version, "--home", str(reg.home),
+                                    "--name", NAME])  # fmt: skip
+    assert "no reference profile" not in " ".join(described.output.split())

@@ -248,3 +248,10 @@ def test_client_config_from_the_toml_file(clean: Path) -> None:
     assert props["sasl.username"] == "toml-user"
     assert props["security.protocol"] == "SASL_SSL"
     assert "sasl.password" not in props
+
+
+def test_model_bundles_default_under_home(clean: Path) -> None:
+    assert load_settings(home=str(clean / "h")).models.dir == clean / "h" / "models"
+    assert load_settings(home=str(clean / "h"), models={"dir": "elsewhere"}).models.dir == Path(
+        "elsewhere"
+    )
