@@ -16,12 +16,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from schemas.errors import InfrastructureError
+from schemas.errors import ConfigError, InfrastructureError
+from schemas.settings import Settings
 from streams.cli.bench import bench
 from streams.cli.common import (
     ConfigOption,
     Invocation,
     JsonFlag,
+    console,
     fail,
     new_app,
     print_json,
@@ -191,7 +193,17 @@ def run(
     max_batch: Annotated[int | None, typer.Option(help="Micro-batch size limit.")] = None,
     max_wait_ms: Annotated[int | None, typer.Option(help="Micro-batch wait limit.")] = None,
     champion: Annotated[
-        Path | None, typer.Option(help="Champion bundle folder (default: models.dir/champion).")
+        Path | None,
+        typer.Option(
+            help="Champion bundle folder (default: models.dir/champion), or an .onnx file "
+            "(with --features unless the model has one input per feature)."
+        ),
+    ] = None,
+    features: Annotated[
+        str | None, typer.Option(help="With --champion FILE.onnx: feature order, comma-separated.")
+    ] = None,
+    classes: Annotated[
+        str | None, typer.Option(help="With --champion FILE.onnx: class names, comma-separated.")
     ] = None,
     metrics_port: Annotated[
         int | None, typer.Option(help="Port of /metrics, /healthz, /readyz (0 = off).")
@@ -208,6 +220,10 @@ def run(
     """Run the scoring processor (one consumer-group member) until stopped."""
     from streams.scoring.compose import run_processor
 
+    if champion is not None and champion.is_file():
+        champion = _bundle_from_onnx(settings_of(ctx), champion, features, classes)
+    elif features or classes:
+        raise ConfigError("--features and --classes go with --champion FILE.onnx")
     overrides: dict[str, Any] = {
         "kafka": {"bootstrap_servers": bootstrap_servers} if bootstrap_servers else None,
         "processor": {
@@ -235,6 +251,28 @@ def run(
         print_json(summary)
     else:
         Console().print(summary)
+
+
+def _bundle_from_onnx(
+    settings: Settings, file: Path, features: str | None, classes: str | None
+) -> Path:
+    """A bundle folder under ``<home>/models/from-onnx`` for a bare ``.onnx`` champion."""
+    from models.bundle import save_bundle
+    from models.profile import NO_PROFILE_WARNING
+    from models.signature import read_onnx_file
+
+    if file.suffix.lower() != ".onnx":
+        raise ConfigError(f"--champion {file}: give a bundle folder or an .onnx file")
+
+    def split(text: str | None) -> list[str] | None:
+        return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+    onnx_bytes, meta = read_onnx_file(file, feature_names=split(features), classes=split(classes))
+    folder = settings.home / "models" / "from-onnx" / file.stem
+    save_bundle(folder, onnx_bytes, meta)
+    if not meta.profile.features:
+        console.print(f"[yellow]warning:[/] {file.name}: {NO_PROFILE_WARNING}", soft_wrap=True)
+    return folder
 
 
 # -- the source --------------------------------------------------------------------------------

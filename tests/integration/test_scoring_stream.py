@@ -171,3 +171,38 @@ def test_streamed_predictions_equal_offline_onnxruntime(make_settings) -> None:
         assert record["predicted_label"] == offline.labels[n]
         assert record["score"] == pytest.approx(float(offline.score[n]), abs=1e-7)
         assert record["model_name"] == meta.name and record["model_version"] == meta.version
+
+
+def test_a_bare_onnx_file_serves_as_champion_with_features(make_settings, tmp_path: Path) -> None:
+    settings = make_settings()
+    report = run_source(settings, SourceOptions(count=300, seed=9, run_id="bare"), keep_ids=True)
+    bare = tmp_path / "mine.onnx"
+    onnx_bytes, meta = load_bundle(settings.models.dir / "champion")
+    bare.write_bytes(onnx_bytes)
+    env = {
+        **os.environ,
+        "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "STREAMSCORE_KAFKA__EMBEDDED": "false",
+        "STREAMSCORE_TOPICS__EVENTS": settings.topics.events,
+        "STREAMSCORE_TOPICS__PREDICTIONS": settings.topics.predictions,
+        "STREAMSCORE_TOPICS__AUDIT": settings.topics.audit,
+        "STREAMSCORE_TOPICS__DLQ": settings.topics.dlq,
+        "STREAMSCORE_PROCESSOR__GROUP_ID": settings.processor.group_id,
+        "STREAMSCORE_METRICS__ENABLED": "false",
+        "STREAMSCORE_STORE__ENABLED": "false",
+        "STREAMSCORE_SHADOW__MODE": "off",
+        "STREAMSCORE_HOME": str(tmp_path),
+    }
+    command = [sys.executable, "-m", "streams", "run", "--champion", str(bare)]
+    command += ["--features", ",".join(meta.feature_names), "--exit-when-idle", "2", "--json"]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, timeout=180)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert "no reference profile" in " ".join(done.stderr.decode().split())
+    summary = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert summary["predictions"] == report.valid == 300
+    assert summary["model"]["name"] == "mine"
+
+    without = subprocess.run([*command[:6], "--exit-when-idle", "1"], env=env, cwd=tmp_path,
+                             capture_output=True, timeout=60)  # fmt: skip
+    assert without.returncode == 2
+    assert "give the feature order" in without.stderr.decode()
