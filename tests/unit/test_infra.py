@@ -393,6 +393,9 @@ def test_compose_processors_share_one_group_and_the_gpu_variant_is_opt_in() -> N
     assert gpu["build"]["args"]["ONNXRUNTIME"] == "gpu"
     device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    providers = json.loads(gpu["environment"]["STREAMSCORE_PROCESSOR__ORT_PROVIDERS"])
+    assert providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert "STREAMSCORE_PROCESSOR__ORT_PROVIDERS" not in processor["environment"]  # CPU default
 
 
 def settings_field(path: list[str]) -> bool:
