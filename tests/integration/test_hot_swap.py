@@ -235,11 +235,16 @@ def test_corrupt_version_moved_to_champion_is_refused_and_the_current_one_keeps_
         consumed(processor, 1000)
         # The refusal is remembered: later polls do not retry (nor re-count) the same version.
         wait_until(lambda: watcher.polls >= polls + 3, "three more registry polls")
+        assert "v3" in processor.health.problems["champion_refused"]
+        refused_then = swaps(processor)
+        # A good version replaces the refused one: /readyz no longer lists the refusal.
+        registry.set_alias(NAME, CHAMPION, "2", actor="tester")
+        wait_until(lambda: swaps(processor) > refused_then, "the good version's swap")
+        assert "champion_refused" not in processor.health.problems
 
     assert sample(processor, "streamscore_model_load_failures_total", role="champion") == 1
-    assert swaps(processor) == 0
-    assert processor.champion.version == "1"
-    assert "v3" in processor.health.problems["champion_refused"]
+    assert swaps(processor) == 1
+    assert processor.champion.version == "2"
 
     valid_ids = before.valid_ids + after.valid_ids
     predictions = decoded(settings, settings.topics.predictions, PREDICTION, len(valid_ids))
@@ -247,7 +252,7 @@ def test_corrupt_version_moved_to_champion_is_refused_and_the_current_one_keeps_
     assert Counter(p["model_version"] for p in predictions) == {"1": 1000}
 
     audits = decoded(settings, settings.topics.audit, AUDIT, len(valid_ids) + 1)
-    assert audit_actions(audits, "model_changed") == []
+    assert [a["model_version"] for a in audit_actions(audits, "model_changed")] == ["2"]
     refused = audit_actions(audits, "model_refused")
     assert len(refused) == 1
     assert refused[0]["model_version"] == "1"  # the version that keeps serving
