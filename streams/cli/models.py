@@ -84,6 +84,20 @@ def open_registry(
     )
 
 
+def _opened(
+    ctx: typer.Context,
+    name: str | None,
+    home: Path | None,
+    tracking_uri: str | None,
+    registry_uri: str | None,
+    experiment: str | None = None,
+) -> tuple[Settings, ModelRegistry, str]:
+    """The invocation's settings, the registry its flags name, and the model name."""
+    settings = settings_of(ctx)
+    registry = open_registry(settings, home, tracking_uri, registry_uri, experiment)
+    return settings, registry, name or settings.registry.model_name
+
+
 def publish_audit(settings: Settings, events: Sequence[LifecycleEvent]) -> str | None:
     """Put the lifecycle events on the audit topic; returns why not, if it could not."""
     from connectors.kafka import Admin, Producer
@@ -208,9 +222,7 @@ def train(
     actor: Actor = None,
 ) -> None:
     """Train the reference champion and challenger, log them to MLflow and register them."""
-    settings = settings_of(ctx)
-    name = name or settings.registry.model_name
-    registry = open_registry(settings, home, tracking_uri, registry_uri, experiment)
+    settings, registry, name = _opened(ctx, name, home, tracking_uri, registry_uri, experiment)
     report_events(settings, train_models(registry, name, actor or default_actor()))
 
 
@@ -244,9 +256,7 @@ def register(
     actor: Actor = None,
 ) -> None:
     """Register your own ONNX model as a new version (validated before it is registered)."""
-    settings = settings_of(ctx)
-    name = name or settings.registry.model_name
-    registry = open_registry(settings, home, tracking_uri, registry_uri, experiment)
+    settings, registry, name = _opened(ctx, name, home, tracking_uri, registry_uri, experiment)
     events = register_model(
         registry,
         path,
@@ -270,9 +280,8 @@ def list_(
     name: Name = None,
 ) -> None:
     """List the versions of a registered model with their aliases and offline metrics."""
-    settings = settings_of(ctx)
-    name = name or settings.registry.model_name
-    versions = open_registry(settings, home, tracking_uri, registry_uri).list_versions(name)
+    _, registry, name = _opened(ctx, name, home, tracking_uri, registry_uri)
+    versions = registry.list_versions(name)
     if not versions:
         console.print(f"no versions of {name!r} yet: run `streamscore models train`")
         return
@@ -305,9 +314,7 @@ def describe(
     card: Annotated[bool, typer.Option(help="Also print the model card.")] = False,
 ) -> None:
     """Show one version: aliases, lineage, parameters, metrics and run artifacts."""
-    settings = settings_of(ctx)
-    name = name or settings.registry.model_name
-    registry = open_registry(settings, home, tracking_uri, registry_uri)
+    _, registry, name = _opened(ctx, name, home, tracking_uri, registry_uri)
     chosen = version or registry.version_for(name, alias)
     if chosen is None:
         raise ConfigError(f"{name} has no alias {alias!r}; give a version")
@@ -346,9 +353,7 @@ def promote(
     actor: Actor = None,
 ) -> None:
     """Move the champion alias to the challenger's version (the old one is remembered)."""
-    settings = settings_of(ctx)
-    name = name or settings.registry.model_name
-    registry = open_registry(settings, home, tracking_uri, registry_uri)
+    settings, registry, name = _opened(ctx, name, home, tracking_uri, registry_uri)
     report_events(settings, [registry.promote(name, actor=actor or default_actor())])
 
 
@@ -362,9 +367,7 @@ def rollback(
     actor: Actor = None,
 ) -> None:
     """Restore the previous champion."""
-    settings = settings_of(ctx)
-    name = name or settings.registry.model_name
-    registry = open_registry(settings, home, tracking_uri, registry_uri)
+    settings, registry, name = _opened(ctx, name, home, tracking_uri, registry_uri)
     report_events(settings, [registry.rollback(name, actor=actor or default_actor())])
 
 
