@@ -181,7 +181,7 @@ class EmbeddedStack:
     def _start(self, service: Service, timeout: float) -> ServiceStatus:
         command = self._command(service)
         with open(service.log_file, "ab") as log:
-            proc = subprocess.Popen(
+            proc = subprocess.Popen(  # noqa: S603 - our resolved broker/Redis binary, an argument list
                 command,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -22,6 +22,7 @@ from confluent_kafka import Consumer as _Consumer
 from confluent_kafka import Producer as _Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from connectors.kafka_errors import ConnectionErrors, describe_refusal
 from schemas.errors import ConfigError, DeliveryFailed, InfrastructureError
 from schemas.settings import KafkaSettings, Settings
 
@@ -243,6 +244,11 @@ class PartitionOffsets:
 
 RebalanceCallback = Callable[[list[TopicPartition]], None]
 
+#: Commit refusals that mean "the group has moved on" (a rebalance), not a failure.
+GROUP_MOVED_ON = frozenset(
+    {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.REBALANCE_IN_PROGRESS}
+)
+
 
 class Consumer:
     """A consumer-group member that never commits on its own.
@@ -279,6 +285,10 @@ class Consumer:
         }
         self._consumer = _Consumer(config)
         self.group_id = group_id
+        #: ``cooperative-sticky``: assignments come and go a few partitions at a time.
+        self.cooperative = "cooperative" in str(config.get("partition.assignment.strategy", ""))
+        #: Partitions that reported their end (``enable.partition.eof``) since :meth:`take_ends`.
+        self._ends: list[tuple[str, int]] = []
 
     def subscribe(
         self,
@@ -318,22 +328,67 @@ class Consumer:
         if len(good) != len(messages):
             for m in messages:
                 err = m.error()
-                if err is None or err.code() == KafkaError._PARTITION_EOF:
+                if err is None:
+                    continue
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self._ends.append((cast(str, m.topic()), cast(int, m.partition())))
                     continue
                 if err.fatal() or err.code() in fatal_codes:
                     raise InfrastructureError(f"fatal consumer error: {err}")
                 log.warning("consumer error on %s[%s]: %s", m.topic(), m.partition(), err)
         return good
 
-    def commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
-        """Synchronously commit ``{(topic, partition): next offset to read}``."""
+    def commit(self, next_offsets: dict[tuple[str, int], int]) -> bool:
+        """Synchronously commit ``{(topic, partition): next offset}``; False if refused."""
         if not next_offsets:
-            return
+            return True
         partitions = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
         try:
-            self._consumer.commit(offsets=partitions, asynchronous=False)
+            answered = self._consumer.commit(offsets=partitions, asynchronous=False) or []
+            err = next((tp.error for tp in answered if tp.error is not None), None)
         except KafkaException as exc:
-            raise InfrastructureError(f"offset commit failed: {exc}") from exc
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if err is None:
+                raise InfrastructureError(f"offset commit failed: {exc}") from exc
+        if err is None:
+            return True
+        if err.code() not in GROUP_MOVED_ON:
+            raise InfrastructureError(f"offset commit failed: {err}")
+        log.warning("group %s did not take the commit (%s): it is rebalancing or moved on",
+                    self.group_id, err.str())  # fmt: skip
+        return False
+
+    def take_ends(self) -> list[tuple[str, int]]:
+        """Partitions that reported their end since the last call (``enable.partition.eof``)."""
+        ends, self._ends = self._ends, []
+        return ends
+
+    def starts_at(
+        self, partitions: list[TopicPartition], timestamp_ms: int, timeout: float = 10.0
+    ) -> list[TopicPartition]:
+        """Where to read from for ``timestamp_ms`` on: the committed offset, else ListOffsets by
+        time (-1 = end). Readers skip earlier stamps too: Tansu answers by append time."""
+        try:
+            committed = self._consumer.committed(partitions, timeout)
+            lookup = [TopicPartition(tp.topic, tp.partition, timestamp_ms)
+                      for tp in committed if tp.offset < 0]  # fmt: skip
+            found = self._consumer.offsets_for_times(lookup, timeout) if lookup else []
+        except KafkaException as exc:
+            raise InfrastructureError(f"cannot look up offsets by time: {exc}") from exc
+        by_time = {(tp.topic, tp.partition): tp.offset for tp in found}
+        for tp in committed:
+            tp.offset = by_time.get((tp.topic, tp.partition), tp.offset)
+        return committed
+
+    def assign_in_rebalance(self, partitions: list[TopicPartition]) -> None:
+        """Take up ``partitions`` at their offsets, from inside ``on_assign`` (eager or not)."""
+        take = self._consumer.incremental_assign if self.cooperative else self._consumer.assign
+        take(partitions)
+
+    def pause(self, partitions: Collection[tuple[str, int]]) -> None:
+        """Stop fetching these assigned partitions (until a rebalance assigns them again)."""
+        if partitions:
+            self._consumer.pause([TopicPartition(t, p) for t, p in partitions])
 
     def positions(self) -> dict[tuple[str, int], int]:
         """Next offset to be returned per assigned partition (unknown ones omitted)."""
@@ -379,8 +434,12 @@ class Consumer:
         self._consumer.assign(partitions)
         return partitions
 
-    def close(self) -> None:
-        self._consumer.close()
+    def close(self, *, leave_group: bool = True) -> None:
+        """``leave_group=False``: no LeaveGroup (freed without librdkafka's consumer close)."""
+        if leave_group:
+            self._consumer.close()
+        else:
+            del self._consumer
 
     def offsets(self, topic: str, timeout: float = 10.0) -> list[PartitionOffsets]:
         """Committed offset and watermarks of every partition of ``topic`` for this group."""
@@ -406,7 +465,10 @@ class Admin:
     def __init__(self, kafka: KafkaSettings, *, quiet: bool = False) -> None:
         # quiet: a reachability probe should say "unreachable" once, not log every retry.
         extra = {"log_level": 0} if quiet else {}
-        self._admin = AdminClient({**kafka.client_properties(), **extra})
+        self._kafka = kafka
+        self._errors = ConnectionErrors()  # why connecting fails (TLS, SASL), if it does
+        config: dict[str, Any] = {**kafka.client_properties(), "error_cb": self._errors, **extra}
+        self._admin = AdminClient(config)
 
     def reachable(self, timeout: float = 3.0) -> bool:
         try:
@@ -415,12 +477,28 @@ class Admin:
             return False
         return True
 
+    def group_state(self, group: str, timeout: float = 5.0) -> str | None:
+        """The group's state, ``STABLE`` when no rebalance is under way; None if unknown."""
+        try:
+            described = self._admin.describe_consumer_groups([group])[group].result(timeout)
+        except (KafkaException, TimeoutError) as exc:
+            log.debug("cannot describe group %s: %s", group, exc)
+            return None
+        return str(described.state.name)
+
+    def refusal(self) -> str | None:
+        """Why the cluster refused this client (TLS, SASL) in one line; None when it did not."""
+        self._admin.poll(0)  # serves the error callbacks
+        return describe_refusal(self._errors.last, self._kafka)
+
     def topics(self, timeout: float = 10.0) -> dict[str, int]:
         """Existing topics and their partition counts."""
         try:
             metadata = self._admin.list_topics(timeout=timeout)
         except KafkaException as exc:
-            raise InfrastructureError(f"cannot reach Kafka: {exc}") from exc
+            refused = self.refusal()
+            cause = f"; {refused}" if refused else ""
+            raise InfrastructureError(f"cannot reach Kafka: {exc}{cause}") from exc
         return {name: len(t.partitions) for name, t in metadata.topics.items()}
 
     def ensure_topics(
@@ -489,9 +567,22 @@ REACH_TIMEOUT_S = 10.0
 
 
 def require_broker(kafka: KafkaSettings, timeout: float = REACH_TIMEOUT_S) -> None:
-    """Fail with one line naming the address, the wait and what to check (no retry spam)."""
-    if Admin(kafka, quiet=True).reachable(timeout=timeout):
-        return
+    """Fail with one line naming the address, the wait and what to check (no retry spam).
+
+    A TLS or SASL refusal fails at once, naming its cause: waiting does not mend it.
+    """
+    admin = Admin(kafka, quiet=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        if admin.reachable(timeout=max(min(1.0, deadline - time.monotonic()), 0.1)):
+            return
+        refused = admin.refusal()
+        if refused is not None:
+            raise InfrastructureError(
+                f"Kafka at {kafka.bootstrap_servers} refused the connection: {refused}"
+            )
+        if time.monotonic() >= deadline:
+            break
     raise InfrastructureError(
         f"Kafka at {kafka.bootstrap_servers} did not answer within {timeout:g}s; check that "
         "the broker runs (`streamscore up` starts the embedded one, `streamscore status` shows "

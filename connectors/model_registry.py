@@ -70,6 +70,7 @@ from models.lifecycle import LifecycleEvent
 from models.roles import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 from models.signature import read_onnx_file
 from schemas.errors import ConfigError, InfrastructureError, StreamscoreError
+from schemas.redaction import mask_url_passwords
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,8 @@ class ModelRegistry:
         )
 
     def __repr__(self) -> str:
-        return f"ModelRegistry(tracking_uri={self.tracking_uri!r}, cache_dir={self.cache_dir!s})"
+        shown = mask_url_passwords(self.tracking_uri)
+        return f"ModelRegistry(tracking_uri={shown!r}, cache_dir={self.cache_dir!s})"
 
     # -- registering -----------------------------------------------------------------------
 
@@ -435,6 +437,30 @@ class ModelRegistry:
             new_version=target,
         )
 
+    def delete_alias(self, name: str, alias: str, *, actor: str) -> LifecycleEvent:
+        """Remove ``alias`` (a no-op when it is not set): the inverse of :meth:`set_alias`,
+        so that a half-done alias move can be undone exactly."""
+        old = self.version_for(name, alias)
+        if old is not None:
+            with _translated(f"deleting {name}@{alias}"):
+                self._client.delete_registered_model_alias(name, alias)
+        return LifecycleEvent.now(
+            "alias_set", name, old or "", actor, alias=alias, old_version=old, deleted="true"
+        )
+
+    def set_version_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
+        """Tag one version (lineage, calibration, autopilot marks); values are text."""
+        self._require_store()
+        with _translated(f"tagging {name} v{version}"):
+            for key, value in tags.items():
+                self._client.set_model_version_tag(name, version, key, str(value))
+
+    def version_tags(self, name: str, version: str) -> dict[str, str]:
+        """The tags of one version (one registry call)."""
+        self._require_store()
+        with _translated(f"reading the tags of {name} v{version}"):
+            return dict(self._client.get_model_version(name, version).tags)
+
     # -- reading ---------------------------------------------------------------------------
 
     def list_versions(self, name: str) -> list[VersionInfo]:
@@ -633,12 +659,13 @@ class ModelRegistry:
     def _probe(self, uri: str) -> None:
         url = uri.rstrip("/") + "/health"
         try:
-            with urllib.request.urlopen(url, timeout=self.probe_timeout_s):
+            with urllib.request.urlopen(url, timeout=self.probe_timeout_s):  # noqa: S310 - http(s) only: the caller checks the scheme
                 pass
         except urllib.error.HTTPError:
             return  # the server answered; the real call will say what it thinks
         except (urllib.error.URLError, OSError) as exc:
-            raise RegistryUnavailable(f"MLflow server {uri} unreachable: {exc}") from exc
+            shown = mask_url_passwords(uri)  # a tracking URI may carry basic-auth credentials
+            raise RegistryUnavailable(f"MLflow server {shown} unreachable: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,7 +166,7 @@ class EventFactory:
         self.labels = labels
         self.serde = serde
         self.options = options
-        self.rng = random.Random(options.seed)
+        self.rng = random.Random(options.seed)  # noqa: S311 - seeded synthetic events, not a secret
         # A file with its own event ids is replayed in its order; otherwise shuffled.
         self.order = (
             np.arange(len(rows))

@@ -173,7 +173,7 @@ def evaluate(
                 slices.append(SliceResult(feature, label, int(mask.sum()), part))
         return Evaluation(task=task, rows=int(y_true.size), metrics=overall, slices=slices)
 
-    assert scores.labels is not None
+    assert scores.labels is not None  # noqa: S101 - narrows the type for mypy, never a check
     truth = np.asarray(y_true).astype(str)
     overall = classification_metrics(truth, scores.labels, scores.probabilities, classes)
     positive = classes[-1] if len(classes) == 2 else None

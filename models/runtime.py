@@ -220,7 +220,7 @@ class OnnxModel:
         wanted = [o for o in (self._label_output, self._proba_output, self._value_output) if o]
         results = dict(zip(wanted, self._session.run(wanted, feed), strict=True))
         if self.task == "regression":
-            assert self._value_output is not None
+            assert self._value_output is not None  # noqa: S101 - narrows the type for mypy, never a check
             return Scores(score=np.asarray(results[self._value_output], np.float64).reshape(-1))
         proba = self._probabilities(results.get(self._proba_output or ""))
         labels = self._labels(results.get(self._label_output or ""), proba)
@@ -250,7 +250,7 @@ class OnnxModel:
 
     def _labels(self, raw: object, proba: np.ndarray | None) -> np.ndarray:
         if raw is None:
-            assert proba is not None
+            assert proba is not None  # noqa: S101 - narrows the type for mypy, never a check
             return np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
         labels = np.asarray(raw).reshape(-1)
         if self._codes is None or self._names_by_code is None:

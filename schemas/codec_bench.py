@@ -35,7 +35,7 @@ CASES = (("sensor_event", "decode"), ("prediction", "encode"), ("audit_event", "
 
 def sample_batches(n: int, seed: int = 7) -> dict[str, list[dict[str, Any]]]:
     """``n`` events with the predictions and audit events the pipeline makes of them."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - seeded benchmark data, not a secret
     now = T0 + 60_000
     events, predictions, audits = [], [], []
     name, version, variant = "shuttle-gbm", "3", "champion"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -20,8 +20,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FieldSerializationInfo,
     SecretStr,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -33,6 +35,12 @@ from pydantic_settings import (
 )
 
 from schemas.errors import ConfigError
+from schemas.redaction import (
+    SECRET_SHOWN,
+    is_secret_property,
+    mask_url_passwords,
+    split_url_password,
+)
 
 Format = Literal["avro", "avro-confluent", "json"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -76,6 +84,24 @@ class KafkaSettings(Section):
     #: Any further librdkafka properties, passed through untouched.
     client_config: dict[str, str] = Field(default_factory=dict)
     session_timeout_ms: int = 6000
+
+    @staticmethod
+    def _shown(name: str, value: Any) -> Any:
+        """A field as JSON dumps and ``repr`` show it: the secrets of free-form fields masked
+        (``SecretStr`` fields mask themselves). ``model_dump()`` keeps them: it round-trips."""
+        if name == "client_config":
+            return {k: SECRET_SHOWN if is_secret_property(k) else v for k, v in value.items()}
+        if name == "schema_registry_url" and value:
+            return mask_url_passwords(value)
+        return value
+
+    @field_serializer("client_config", "schema_registry_url", when_used="json")
+    def _masked(self, value: Any, info: FieldSerializationInfo) -> Any:
+        return self._shown(info.field_name, value)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, self._shown(name or "", value)
 
     @property
     def is_embedded(self) -> bool:
@@ -153,8 +179,18 @@ class FormatSettings(Section):
 
 class ProcessorSettings(Section):
     group_id: str = "streamscore-processor"
+    #: Upper bound of a micro-batch; the loop takes fewer when that meets the latency target.
     max_batch: int = Field(default=1000, ge=1, le=100_000)
+    #: Longest wait for the first record of a batch (never for a batch to fill).
     max_wait_ms: int = Field(default=50, ge=0)
+    #: The goal for a record's time in the loop (consumed → outputs produced), p99. While
+    #: the loop keeps up it takes batches it processes in half of it; when a backlog forms,
+    #: batches grow towards ``max_batch``. The run summary and a gauge say whether it is met.
+    latency_target_ms: float = Field(default=20.0, gt=0)
+    #: Where the side paths' interpreter-bound work runs (shadow records, prediction-store
+    #: writes): ``process``, a worker process of its own (off the loop's interpreter);
+    #: ``thread``, threads of the loop's process.
+    side_paths: Literal["process", "thread"] = "process"
     #: Outputs are flushed and offsets committed at least this often (and on
     #: revoke / shutdown). 0 = after every batch.
     commit_interval_ms: int = Field(default=200, ge=0)
@@ -169,6 +205,62 @@ class ProcessorSettings(Section):
     ort_providers: list[str] = Field(default=["CPUExecutionProvider"], min_length=1)
     linger_ms: int = 5
     flush_timeout_s: float = 30.0
+    #: How the group spreads partitions over its members. ``eager-range`` (librdkafka's
+    #: ``range``): each rebalance pauses every member for the join. ``cooperative-sticky``:
+    #: only partitions that change hands pause; the embedded broker does not run it
+    #: reliably (measured: commits refused, members without partitions), so Apache Kafka only.
+    assignment_strategy: Literal["eager-range", "cooperative-sticky"] = "eager-range"
+    #: How a stopping member leaves its group. ``leave``: it says so (LeaveGroup) and its
+    #: partitions move at once. ``expire``: it does not; the group notices after
+    #: ``kafka.session_timeout_ms``, as after a crash (nothing is lost either way: it commits
+    #: first). ``auto``: ``leave``, except on the embedded broker while the group rebalances:
+    #: a LeaveGroup then strands the group for good (measured); an expiry does not.
+    leave_group: Literal["auto", "leave", "expire"] = "auto"
+    #: A member left without an assignment this long (after it joins, or after a revoke)
+    #: reports the group as stuck in /readyz and one error line. None = max(30 s, 5 x the
+    #: session timeout).
+    join_timeout_s: float | None = Field(default=None, gt=0)
+    #: Replay: partitions without a committed offset start at the first record stamped at or
+    #: after this time, and only records stamped from it on are scored. ISO-8601 (without a
+    #: zone: UTC) or epoch milliseconds.
+    start_from_timestamp_ms: int | None = None
+    #: Replay: a partition ends at its first record stamped after this time (or at its end,
+    #: once this time has passed), the run once every partition has. With only
+    #: ``start_from_timestamp_ms`` set: the time the run starts. ISO-8601 or epoch ms.
+    stop_at_timestamp_ms: int | None = None
+
+    @field_validator("start_from_timestamp_ms", "stop_at_timestamp_ms", mode="before")
+    @classmethod
+    def _epoch_ms(cls, value: object) -> object:
+        return epoch_ms(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _stop_after_start(self) -> Self:
+        start, stop = self.start_from_timestamp_ms, self.stop_at_timestamp_ms
+        if start is not None and stop is not None and stop < start:
+            raise ValueError("stop_at_timestamp_ms (--until) is before start_from_timestamp_ms")
+        return self
+
+
+def epoch_ms(text: str) -> int:
+    """Milliseconds since the epoch from digits or ISO-8601 (UTC when it names no zone).
+
+    >>> epoch_ms("2023-11-14T22:13:20Z"), epoch_ms("1700000000000")
+    (1700000000000, 1700000000000)
+    """
+    from datetime import UTC, datetime
+
+    if text.strip().isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: use ISO-8601 (2024-05-01T12:00:00Z) or epoch milliseconds"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
 
 
 class ModelSettings(Section):
@@ -194,7 +286,15 @@ class RedisSettings(Section):
     url: str = EMBEDDED_REDIS
     #: None = embedded when ``url`` is the embedded default.
     embedded: bool | None = None
+    #: A password written in ``url`` (``redis://:PASSWORD@host``) is moved here, so the
+    #: URL that logs, ``/readyz`` and ``status`` show never carries it.
     password: SecretStr | None = None
+    #: ``rediss://`` only: CA file that verifies the server's certificate (default: the
+    #: system's CAs); the server's name in the URL must match its certificate.
+    ssl_ca_location: str | None = None
+    #: ``rediss://`` only: client certificate and key for a server that requires one (mTLS).
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
 
     @field_validator("url")
     @classmethod
@@ -204,6 +304,18 @@ class RedisSettings(Section):
                 f"a Redis URL starts with {', '.join(REDIS_SCHEMES)} (e.g. {EMBEDDED_REDIS})"
             )
         return url
+
+    @model_validator(mode="after")
+    def _password_out_of_url(self) -> Self:
+        url, password = split_url_password(self.url)
+        if password is None:
+            return self
+        if self.password is not None and self.password.get_secret_value() != password:
+            raise ValueError("two different Redis passwords: one in redis.url, one in password")
+        if self.embedded is None:
+            self.embedded = False  # as before the move: a URL with a password is not embedded
+        self.url, self.password = url, SecretStr(password)
+        return self
 
     @property
     def is_embedded(self) -> bool:
@@ -309,6 +421,25 @@ class DriftSettings(_OrderedThresholds):
     cooldown_windows: int = Field(default=5, ge=0)
     #: Emit ``retrain_requested`` once alert-level drift lasts this many windows.
     retrain_after_windows: int | None = Field(default=None, ge=1)
+    #: Two-sample tests beside PSI: KS (continuous features) and chi-squared (every feature)
+    #: against the reference profile, and the score's distribution (``score_detector``).
+    #: False: PSI alone on the features, as before.
+    two_sample: bool = True
+    #: The false-alarm budget of the two-sample tests: expected events between false alarms
+    #: on a stationary stream, the whole monitor (Alibi Detect's "expected run time"). Their
+    #: thresholds are derived from it by simulation on the reference profile.
+    false_alarm_events: float = Field(default=1e9, ge=1e3)
+    #: The two-sample tests judge the last ``window_events`` events every this many events
+    #: (hopping windows): an incident can open inside a window; it still moves at closes.
+    check_events: int = Field(default=1_000, ge=1)
+    #: The champion's score: ``distribution`` (KS and chi-squared against its first
+    #: ``score_reference_events`` scores, calibrated with the features), ``adwin`` (its
+    #: mean, event by event, as before) or ``none``.
+    score_detector: Literal["distribution", "adwin", "none"] = "distribution"
+    #: Scores forming the score reference once a monitor starts (a new champion, anew).
+    score_reference_events: int = Field(default=20_000, ge=100)
+    #: Quantile bins of the score reference (fewer when the score has few values).
+    score_bins: int = Field(default=20, ge=2)
 
     def thresholds_for(self, feature: str) -> FeatureThresholds:
         return self.thresholds.get(
@@ -324,6 +455,196 @@ class MetricsSettings(Section):
     lag_interval_s: float = Field(default=5.0, gt=0)
     #: How often a metadata request checks that the broker is reachable (metrics, /readyz).
     broker_probe_interval_s: float = Field(default=5.0, gt=0)
+
+
+class ServeSettings(Section):
+    """``streamscore serve``: the HTTP door (Open Inference Protocol v2, /v1/score, model ops)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65_535)
+    #: Dynamic batching: concurrent requests are coalesced into one model call.
+    batching: bool = True
+    #: Rows per coalesced model call, at most (a larger single request is scored alone).
+    max_batch: int = Field(default=256, ge=1, le=100_000)
+    #: How long the first request of a batch waits for others to join it.
+    max_queue_delay_ms: float = Field(default=2.0, ge=0, le=1_000)
+    #: Largest request body accepted (larger: HTTP 413).
+    max_body_bytes: int = Field(default=4 * 2**20, ge=1_024)
+    #: Hashed API keys (``streamscore serve keys add``); default ``<home>/serve-keys.json``.
+    keys_file: Path | None = None
+    #: More hashed keys, ``NAME:ROLE:ID:HASH`` separated by commas or whitespace (for an
+    #: environment variable). Hashes only: a key in clear is never stored.
+    keys: SecretStr | None = None
+    #: Scoring and model metadata (``/v1/score``, ``/v2/models/...``) need a ``reader`` key;
+    #: False opens them (a trusted network). Model ops always need a key.
+    require_key_for_scoring: bool = True
+    #: Publish each scored event's ``scored`` record to ``topics.audit``.
+    audit: bool = True
+    #: Also publish predictions to ``topics.predictions`` and, with ``store.enabled``,
+    #: write them to the Redis prediction store (labels join them there).
+    publish_predictions: bool = False
+    #: Records waiting for Kafka, at most; past it (or while Kafka is down) they are
+    #: dropped and counted as the gap.
+    max_pending_records: int = Field(default=100_000, ge=1)
+    #: How long a record may wait for the broker's acknowledgement before it is a gap.
+    delivery_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class RetrainSettings(Section):
+    """The autopilot's retraining: when it runs, on which data, and when a candidate counts."""
+
+    #: Retrain when the drift monitor sends ``retrain_requested`` for the current champion.
+    on_drift: bool = True
+    #: Also retrain on a schedule, every this many seconds (None = only on request).
+    interval_s: float | None = Field(default=None, gt=0)
+    #: How far back the training window reaches when a trigger names no start (seconds).
+    window_s: float = Field(default=3600.0, gt=0)
+    #: At most this many newest records per partition are read from each topic.
+    max_rows: int = Field(default=200_000, ge=100)
+    #: Labelled events the window must hold, and per class of a classifier.
+    min_labels: int = Field(default=1000, ge=10)
+    min_class_labels: int = Field(default=20, ge=1)
+    #: The newest share of the window (by event time) is held out to compare the models.
+    holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
+    #: A candidate this much worse than the champion on the held-out slice still counts as
+    #: "not worse" (accuracy for classifiers; relative MAE for regressors).
+    tolerance: float = Field(default=0.0, ge=0, lt=1)
+    #: Hyperparameters that override the champion's (from its MLflow run).
+    hyperparameters: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
+    #: Prefect task retries of the steps that talk to Kafka or MLflow.
+    retries: int = Field(default=2, ge=0, le=10)
+    retry_delay_s: float = Field(default=2.0, ge=0)
+    #: Labels lag behind drift: a drift-triggered run with too few labels is tried again
+    #: this many seconds later, at most ``label_waits`` times.
+    label_wait_s: float = Field(default=60.0, gt=0)
+    label_waits: int = Field(default=5, ge=0)
+
+
+class CbpeSettings(Section):
+    """Confidence-based performance estimation: accuracy before the labels arrive."""
+
+    enabled: bool = True
+    #: Tumbling windows of scoring time (``processed_at``), in seconds.
+    window_s: float = Field(default=60.0, gt=0)
+    #: ``isotonic`` or ``platt`` (logistic) calibration of confidence against correctness.
+    method: Literal["isotonic", "platt"] = "isotonic"
+    #: A window is published once it holds this many predictions.
+    min_window_predictions: int = Field(default=100, ge=1)
+    #: Predictions remembered for the label join, at most (the oldest windows go first).
+    max_pending: int = Field(default=200_000, ge=1_000)
+    #: Windows are kept (and take late labels) for this long after they close.
+    retention_s: float = Field(default=3600.0, gt=0)
+
+
+class AutopilotSettings(Section):
+    """The model autopilot: retrain, shadow, verdict, guarded promotion and rollback."""
+
+    #: ``off``: nothing; ``recommend``: publish decisions and evidence, move no alias;
+    #: ``auto``: move the aliases when the verdict and every guard say so.
+    mode: Literal["off", "recommend", "auto"] = "recommend"
+    #: Seconds between two looks at the verdict, the registry and the guards.
+    interval_s: float = Field(default=5.0, gt=0)
+    #: Guards of a promotion: paired labels, time in the shadow, minimum effect, and an
+    #: optional stricter always-valid p-value than the evaluator's alpha.
+    min_paired_labels: int = Field(default=1000, ge=1)
+    min_shadow_s: float = Field(default=900.0, ge=0)
+    min_effect: float = 0.0
+    max_p_value: float | None = Field(default=None, gt=0, lt=1)
+    #: Challenger scoring errors (shadow errors, A/B fallback rows) and dropped shadow
+    #: batches allowed since it became the challenger.
+    max_challenger_errors: int = Field(default=0, ge=0)
+    max_challenger_drops: int = Field(default=0, ge=0)
+    #: A/B: the observed split of sensors refuses a promotion below this p-value.
+    srm_alpha: float = Field(default=0.001, gt=0, lt=1)
+    #: The processors' /metrics, read for the error and drop guards (None: this host's
+    #: ``metrics.host:metrics.port``; an empty list: the guards are not checked).
+    processor_metrics_urls: list[str] | None = None
+    #: No alias move within this many seconds of the last one (no flapping).
+    cooldown_s: float = Field(default=1800.0, ge=0)
+    #: Rollback: level and margin of the sequential degradation test of a new champion.
+    rollback_alpha: float = Field(default=0.05, gt=0, lt=1)
+    rollback_margin: float = Field(default=0.01, ge=0, lt=1)
+    #: Rollback when the new champion's realised or estimated accuracy falls below this.
+    quality_floor: float | None = Field(default=None, gt=0, lt=1)
+    floor_min_labels: int = Field(default=200, ge=1)
+    #: The controller's /metrics port (None: ``metrics.port + 2``; 0: off).
+    metrics_port: int | None = Field(default=None, ge=0, le=65_535)
+    #: Prefect: where the embedded (ephemeral) API keeps its database (None:
+    #: ``<home>/prefect``), or a Prefect server's API URL (None: the ephemeral API).
+    prefect_home: Path | None = None
+    prefect_api_url: str | None = None
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    cbpe: CbpeSettings = Field(default_factory=CbpeSettings)
+
+
+PseudonymField = Literal["sensor_id", "event_id"]
+#: The outputs that carry entity identifiers: three topics and the Redis prediction store.
+PrivacyRole = Literal["predictions", "audit", "shadow", "store"]
+
+
+class PrivacySettings(Section):
+    """Pseudonyms of entity identifiers, the key behind them, and the audit hash chain.
+
+    The key is a secret: from ``key_file`` (a path) or ``STREAMSCORE_PRIVACY__KEY`` (the
+    environment), never written in a settings file (a ``key`` there is refused).
+    """
+
+    #: Identifiers replaced by keyed HMAC-SHA256 pseudonyms (``<key id>:<32 hex>``) in the
+    #: outputs ``topics`` gives them to. Empty (the default): none, no per-event work.
+    pseudonymise: list[PseudonymField] = Field(default_factory=list)
+    #: Per output, the identifiers it carries pseudonymised. An output left out takes the
+    #: default: every identifier of ``pseudonymise`` in ``audit``, ``shadow`` and ``store``
+    #: (Redis keys), none in ``predictions`` (what consumers join on).
+    topics: dict[PrivacyRole, list[PseudonymField]] = Field(default_factory=dict)
+    #: A file holding the key: 32 or more random bytes, or their hex (``streamscore privacy
+    #: keygen`` writes one). Read once at start.
+    key_file: Path | None = None
+    #: The key itself, for the environment only (``STREAMSCORE_PRIVACY__KEY``).
+    key: SecretStr | None = None
+    #: Keys of earlier rotations: still used to decrypt dead letters, verify audit chains,
+    #: join labels and erase entities written under them; never to write.
+    retired_key_files: list[Path] = Field(default_factory=list)
+    #: Audit records carry a hash chain per processor (one digest per batch, in headers),
+    #: keyed with the privacy key when there is one; ``streamscore audit verify`` walks it.
+    audit_chain: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.key_file is not None and self.key is not None:
+            raise ValueError("set privacy.key_file or STREAMSCORE_PRIVACY__KEY, not both")
+        if self.pseudonymise and self.key_file is None and self.key is None:
+            raise ValueError(
+                "privacy.pseudonymise needs a key: set privacy.key_file or "
+                "STREAMSCORE_PRIVACY__KEY (streamscore privacy keygen makes one)"
+            )
+        for role, fields in self.topics.items():
+            unknown = sorted(set(fields) - set(self.pseudonymise))
+            if unknown:
+                raise ValueError(
+                    f"privacy.topics.{role} names {', '.join(unknown)}, which "
+                    "privacy.pseudonymise does not list"
+                )
+        if ("event_id" in self.fields_for("shadow")) != ("event_id" in self.fields_for("store")):
+            raise ValueError(
+                "privacy.topics.shadow and privacy.topics.store must treat event_id alike: "
+                "the challenger's store rows are keyed by the shadow records' event ids"
+            )
+        return self
+
+    def fields_for(self, role: PrivacyRole) -> list[PseudonymField]:
+        """The identifiers ``role`` carries pseudonymised."""
+        if role in self.topics:
+            return list(self.topics[role])
+        return [] if role == "predictions" else list(self.pseudonymise)
+
+
+class DlqSettings(Section):
+    """What the dead-letter topic keeps of a rejected record's bytes."""
+
+    #: ``raw``: the bytes as they came; ``redacted``: no payload, only its size and SHA-256
+    #: (headers) besides the reason; ``encrypted``: AES-256-GCM with the privacy key (size
+    #: and digest in headers too), readable with ``streamscore dlq show``.
+    payload: Literal["raw", "redacted", "encrypted"] = "raw"
 
 
 class Settings(BaseSettings):
@@ -349,6 +670,14 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    #: The HTTP door: ``streamscore serve``.
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    #: The model autopilot: retrain, guarded promotion, rollback, CBPE.
+    autopilot: AutopilotSettings = Field(default_factory=AutopilotSettings)
+    #: Pseudonyms of identifiers, the privacy key, the audit hash chain.
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    #: What the dead-letter topic keeps of rejected bytes: raw, redacted or encrypted.
+    dlq: DlqSettings = Field(default_factory=DlqSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
@@ -398,9 +727,15 @@ def _check_toml(path: Path) -> None:
     if not path.is_file():
         return
     try:
-        tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    privacy = data.get("privacy")
+    if isinstance(privacy, dict) and "key" in privacy:
+        raise ConfigError(
+            f"{path} holds privacy.key: a key is never written in a settings file; put it in "
+            "a file named by privacy.key_file, or in STREAMSCORE_PRIVACY__KEY"
+        )
 
 
 def check_environment(environ: Mapping[str, str]) -> None:
@@ -445,6 +780,7 @@ def describe_validation_error(exc: ValidationError) -> str:
             value = error.get("input")
             secret = any(word in key for word in ("password", "secret", "key", "user_info"))
             shown = "" if isinstance(value, dict) or secret else f" = {value!r}"
+            shown = mask_url_passwords(shown)  # a URL's password is no less a secret
             problems.append(f"invalid setting {key}{shown}: {error['msg']}")
     first = problems[0]
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

@@ -61,7 +61,7 @@ def _layout_writer(keys: Sequence[str], *, strict: bool, prefix: bytes) -> Calla
             ]
     args = ", ".join(f"_s{i}, v{i}" for i in range(n))
     lines.append(f"    return _pack({args}, _s{n})")
-    exec(compile("\n".join(lines), "<avro map<double> layout>", "exec"), ns)
+    exec(compile("\n".join(lines), "<avro map<double> layout>", "exec"), ns)  # noqa: S102 - generated from schema keys
     writer: Callable[..., bytes] = ns["write"]
     return writer
 

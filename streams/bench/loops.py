@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from connectors.kafka import Message
     from models.serving import ServingModel
     from streams.scoring.processor import Processor
+    from streams.scoring.side_path import WorkerProcess
 
 PRODUCED_METRIC = "streamscore_records_produced_total"
 
@@ -109,6 +110,8 @@ class LoopRun:
     #: CPU seconds of this process (every thread) and of the embedded broker during the run.
     cpu_s: float = 0.0
     broker_cpu_s: float | None = None
+    #: CPU seconds of the processor's side-path process (None: side paths on threads).
+    side_cpu_s: float | None = None
 
     def per_event_us(self, seconds: float | None) -> float | None:
         return (
@@ -145,6 +148,7 @@ class LoopRun:
             "us_per_event": round(1e6 / self.eps, 3) if self.eps else None,
             "cpu_us_per_event": self.per_event_us(self.cpu_s),
             "broker_cpu_us_per_event": self.per_event_us(self.broker_cpu_s),
+            "side_process_cpu_us_per_event": self.per_event_us(self.side_cpu_s),
             "join_s": round(self.first_at - self.started_at, 3) if self.first_at else None,
             "commits": self.commits,
             "commit_ms_mean": round(self.commit_s / self.commits * 1000, 2)
@@ -167,6 +171,22 @@ def _check_complete(run: LoopRun, expected: int) -> None:
         )
 
 
+def side_process_of(processor: Processor) -> WorkerProcess | None:
+    """The processor's side-path process, if it has one."""
+    from streams.scoring.side_path import WorkerProcess
+
+    for closable in processor.closables:
+        if isinstance(closable, WorkerProcess):
+            return closable
+    return None
+
+
+def side_process_pid(processor: Processor) -> int | None:
+    """Pid of the processor's side-path process, if it has one."""
+    side = side_process_of(processor)
+    return side.pid if side is not None else None
+
+
 def run_pipeline(
     settings: Settings,
     *,
@@ -185,6 +205,8 @@ def run_pipeline(
     if on_build is not None:
         on_build(processor)
     started = time.time()
+    side = side_process_of(processor)
+    side_before = side.cpu_s if side is not None else 0.0
     cpu = CpuMeter(broker_pid(settings))
     summary = processor.run(exit_when_idle=IDLE_LIMIT_S, max_events=events)
     cpu.stop()
@@ -205,6 +227,7 @@ def run_pipeline(
         exit_reason=summary.exit_reason,
         cpu_s=cpu.process_s,
         broker_cpu_s=cpu.broker_s,
+        side_cpu_s=side.cpu_s - side_before if side is not None else None,
     )
     del processor
     gc.collect()  # the clients' callbacks make cycles: free them (and their threads) now

@@ -86,6 +86,12 @@ def rss_bytes() -> int:
     return _status_bytes("VmRSS:")
 
 
+def process_rss_bytes(pid: int) -> int:
+    """Resident set size of process ``pid`` now (0 when it is gone)."""
+    value = _proc_value(f"/proc/{pid}/status", "VmRSS:")
+    return int(value.split()[0]) * 1024 if value else 0
+
+
 def peak_rss_bytes() -> int:
     """Highest resident set size of this process so far (VmHWM)."""
     return _status_bytes("VmHWM:")
@@ -105,15 +111,16 @@ class CpuMeter:
         self.process_s = 0.0
         self.broker_s: float | None = None
 
-    def _broker(self) -> float | None:
-        if self.broker_pid is None:
-            return None
+    def _cpu_of(self, pid: int) -> float | None:
         try:
-            with open(f"/proc/{self.broker_pid}/stat", encoding="utf-8") as fh:
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
                 fields = fh.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             return None
         return (int(fields[11]) + int(fields[12])) / self._ticks  # utime + stime
+
+    def _broker(self) -> float | None:
+        return None if self.broker_pid is None else self._cpu_of(self.broker_pid)
 
     def stop(self) -> CpuMeter:
         process, broker = self._start

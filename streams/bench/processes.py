@@ -18,13 +18,15 @@ from streams.bench.common import BenchError
 SPAWN = multiprocessing.get_context("spawn")
 
 
-def spawn_helper(target: Callable[..., None], *args: Any) -> SpawnProcess:
+def spawn_helper(target: Callable[..., None], *args: Any, daemon: bool = True) -> SpawnProcess:
     """Start ``target`` in a fresh interpreter (never fork a process running librdkafka).
 
     As with any spawn, a script calling :func:`~streams.bench.run.run_bench` needs the
-    ``if __name__ == "__main__":`` guard.
+    ``if __name__ == "__main__":`` guard. ``daemon=False`` for a helper that runs a
+    processor: it starts a side-path process of its own, which a daemon may not.
     """
-    process = SPAWN.Process(target=target, args=args, daemon=True, name=target.__name__.strip("_"))
+    name = target.__name__.strip("_")
+    process = SPAWN.Process(target=target, args=args, daemon=daemon, name=name)
     process.start()
     return process
 

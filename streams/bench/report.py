@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streams.bench.common import LATENCY_WARMUP
+from streams.bench.run import latency_phases
 
 _LATENCY_ROWS = (
     ("loop_ms", "loop: input CreateTime -> prediction CreateTime"),
@@ -72,10 +73,12 @@ def _headline(result: dict[str, Any]) -> list[str]:
         f"broker: {broker}; Python {v['python']}, confluent-kafka {v['confluent-kafka']} "
         f"(librdkafka {v['librdkafka']}), onnxruntime {v['onnxruntime']}, "
         f"fastavro {v['fastavro']}, numpy {v['numpy']}",
-        f"batch: max_batch {s['max_batch']}, max_wait_ms {s['max_wait_ms']}, "
+        f"batch: latency_target_ms {s.get('latency_target_ms', '-')}, "
+        f"max_batch {s['max_batch']}, max_wait_ms {s['max_wait_ms']}, "
         f"commit_interval_ms {s['commit_interval_ms']}, linger_ms {s['linger_ms']}; "
         f"{result['settings']['topics']['partitions']} partitions; "
-        f"{result['preload']['mean_event_bytes']:.0f}-byte Avro events{config}",
+        f"{result['preload']['mean_event_bytes']:.0f}-byte Avro events; "
+        f"side paths: {s.get('side_paths', 'thread')}{config}",
     ]
 
 
@@ -84,24 +87,37 @@ def tables(result: dict[str, Any]) -> list[Table]:
     t = result["throughput"]
     limit_eps = t["pass_through"]["eps"]
     fan = ", ".join(f"{role} x{n}" for role, n in t["fan_out"].items())
+    loops = [("pass-through limit", t["pass_through"]), ("full pipeline", t["pipeline"])]
+    if t.get("json_input"):
+        loops.append(("full pipeline, JSON input", t["json_input"]["pipeline"]))
+    avro_eps = t["pipeline"]["eps"]
     out = [
         Table(
             f"Throughput: first record consumed -> last offset committed "
-            f"(outputs per input: {fan})",
-            ["loop", "events/s", "us/event", "CPU us/event", "broker CPU us/event", "vs limit"],
+            f"(outputs per input: {fan}; CPU = the loop's process, every thread; "
+            f"side CPU = its side-path process)",
+            [
+                "loop",
+                "events/s",
+                "us/event",
+                "CPU us/event",
+                "side CPU us/event",
+                "broker CPU us/event",
+                "vs limit",
+                "vs Avro",
+            ],
             [
                 [
                     label,
                     _n(r["eps"], 0),
                     _n(r["us_per_event"], 2),
                     _n(r.get("cpu_us_per_event"), 2),
+                    _n(r.get("side_process_cpu_us_per_event"), 2),
                     _n(r.get("broker_cpu_us_per_event"), 2),
                     _n(r["eps"] / limit_eps if limit_eps else None, 2),
+                    _n(r["eps"] / avro_eps, 2) if label != "pass-through limit" else "-",
                 ]
-                for label, r in (
-                    ("pass-through limit", t["pass_through"]),
-                    ("full pipeline", t["pipeline"]),
-                )
+                for label, r in loops
             ],
         )
     ]
@@ -133,8 +149,7 @@ def tables(result: dict[str, Any]) -> list[Table]:
                 ],
             )
         )
-    latency = result.get("latency")
-    if latency:
+    for latency in latency_phases(result):
         share = latency["offered_eps"] / t["pipeline"]["eps"] if t["pipeline"]["eps"] else 0.0
         rows = []
         for kind, loop in latency["loops"].items():
@@ -157,6 +172,66 @@ def tables(result: dict[str, Any]) -> list[Table]:
                 f"per loop the round with the lowest loop p99 of {latency.get('rounds', 1)}",
                 ["loop: measure", "p50", "p95", "p99", "max"],
                 rows,
+            )
+        )
+    cpu = result.get("cpu_profile")
+    if cpu:
+        names = list(cpu["stages"]["avro"])
+        out.append(
+            Table(
+                f"CPU profile: pipeline stages, CPU us per event (least of {cpu['rounds']} "
+                f"batches of {cpu['batch']:,}; the broker not involved)",
+                ["stage", "Avro input", "JSON input"],
+                [
+                    [
+                        name,
+                        _n(cpu["stages"]["avro"].get(name), 3),
+                        _n(cpu["stages"]["json"].get(name), 3),
+                    ]
+                    for name in names
+                ],
+            )
+        )
+        parsers = cpu.get("json_parsers", {})
+        if parsers:
+            out.append(
+                Table(
+                    "CPU profile: JSON parsers on the same events, CPU us per event",
+                    ["parser", "CPU us/event"],
+                    [[name, _n(us, 3)] for name, us in parsers.items()],
+                )
+            )
+        out.append(
+            Table(
+                "CPU profile: shadow challenger + prediction store, CPU us per event "
+                "(the same batches handed over, then drained)",
+                ["processor.side_paths", "loop's process (every thread)", "side-path process"],
+                [
+                    [
+                        mode,
+                        _n(row["loop_process_cpu_us_per_event"], 3),
+                        _n(row["side_process_cpu_us_per_event"], 3),
+                    ]
+                    for mode, row in cpu["side_paths"].items()
+                ],
+            )
+        )
+    scaling = result.get("scaling")
+    if scaling:
+        out.append(
+            Table(
+                "Scaling: N consumer-group members, each a process (streamscore run --workers N)",
+                ["members", "events/s", "vs 1 member", "events per member", "CPU us/event"],
+                [
+                    [
+                        str(row["members"]),
+                        _n(row["eps"], 0),
+                        _n(row["speedup"], 2),
+                        " / ".join(f"{n:,}" for n in row["per_member_events"]),
+                        _n(row["cpu_us_per_event"], 2),
+                    ]
+                    for row in scaling["rows"]
+                ],
             )
         )
     return out
@@ -182,7 +257,7 @@ def format_report(result: dict[str, Any]) -> str:
     if result.get("soak"):
         lines += ["", _soak_line(result["soak"])]
     if result.get("targets"):
-        lines += ["", "Targets (goals of issue 7, not assertions)"]
+        lines += ["", "Targets (goals of issues 7 and 17, not assertions)"]
         lines += [f"  [{'x' if ok else ' '}] {name}" for name, ok in result["targets"].items()]
     return "\n".join(lines) + "\n"
 

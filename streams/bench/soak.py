@@ -2,9 +2,10 @@
 possible, its resident memory sampled from ``/proc/self/status``.
 
 memory growth
-    resident set size (VmRSS) of the soak processor at the end - at the end of warm-up
-    (the first 2 % of the soak's events), over the latter; also the least-squares slope of
-    RSS over events after warm-up.
+    resident set size (VmRSS) of the soak processor, its side-path process included (it
+    holds the prediction store's backlog and the shadow's producer), at the end - at the end
+    of warm-up (the first 2 % of the soak's events), over the latter; also the least-squares
+    slope of RSS over events after warm-up.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import numpy as np
 from schemas.settings import Settings
 from streams.bench.common import IDLE_LIMIT_S, BenchError, Progress
 from streams.bench.feed import Topics, event_source, send_events
-from streams.bench.probes import peak_rss_bytes, rss_bytes
+from streams.bench.loops import side_process_pid
+from streams.bench.probes import peak_rss_bytes, process_rss_bytes, rss_bytes
 from streams.bench.processes import SPAWN, helper_result, spawn_helper
 from streams.bench.stats import slope_per_million
 
@@ -33,21 +35,26 @@ def _soak_processor(settings: Settings, events: int, interval_s: float, out: MpQ
 
     before = rss_bytes()
     processor = build_processor(settings)
-    built = rss_bytes()
+    side = side_process_pid(processor)
+
+    def rss() -> int:  # the processor's memory: its own and its side-path process's
+        return rss_bytes() + (process_rss_bytes(side) if side is not None else 0)
+
+    built = rss()
     samples: list[tuple[float, int, int]] = []
     done = threading.Event()
     t0 = time.monotonic()
 
     def sample() -> None:
         while not done.wait(interval_s):
-            samples.append((time.monotonic() - t0, processor.summary.events_in, rss_bytes()))
+            samples.append((time.monotonic() - t0, processor.summary.events_in, rss()))
 
     sampler = threading.Thread(target=sample, name="bench-rss", daemon=True)
     sampler.start()
     summary = processor.run(exit_when_idle=IDLE_LIMIT_S * 2, max_events=events)
     done.set()
     sampler.join()
-    samples.append((time.monotonic() - t0, summary.events_in, rss_bytes()))
+    samples.append((time.monotonic() - t0, summary.events_in, rss()))
     out.put(
         {
             "events_in": summary.events_in,
@@ -55,7 +62,7 @@ def _soak_processor(settings: Settings, events: int, interval_s: float, out: MpQ
             "throughput_eps": round(summary.throughput, 1),
             "rss_before_build": before,
             "rss_after_build": built,
-            "rss_peak": peak_rss_bytes(),
+            "rss_peak": max(peak_rss_bytes(), max((r for _, _, r in samples), default=0)),
             "samples": samples,
         }
     )
@@ -66,7 +73,7 @@ def soak_run(topics: Topics, events: int, run_id: str, progress: Progress) -> di
     settings = topics.phase("soak")
     out: MpQueue[Any] = SPAWN.Queue()
     interval = 1.0 if events >= 200_000 else 0.2
-    child = spawn_helper(_soak_processor, settings, events, interval, out)
+    child = spawn_helper(_soak_processor, settings, events, interval, out, daemon=False)
     try:
         factory = event_source(settings, events, f"{run_id}-soak")
         step = max(events // 10, 1)

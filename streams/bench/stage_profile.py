@@ -141,15 +141,18 @@ def side_path_name(side_path: object) -> str:
 
 @dataclass(frozen=True)
 class Variant:
-    """The pipeline with something switched off."""
+    """The pipeline with something switched off (or, with ``processor``, built otherwise)."""
 
     name: str
     what: str
     apply: Callable[[Processor, Samples], None]
+    #: ``processor`` settings this variant is built with (e.g. side paths on threads).
+    processor: dict[str, Any] | None = None
 
 
-def variants(side_paths: Sequence[str]) -> list[Variant]:
-    """Each side path off in turn, all of them off, then decode, score and encode off."""
+def variants(side_paths: Sequence[str], side_path_mode: str = "thread") -> list[Variant]:
+    """Each side path off in turn, all of them off, then decode, score and encode off; with
+    side paths in a process of their own, also the same pipeline with them on threads."""
 
     def without(names: set[str]) -> Callable[[Processor, Samples], None]:
         def apply(processor: Processor, _samples: Samples) -> None:
@@ -171,6 +174,15 @@ def variants(side_paths: Sequence[str]) -> list[Variant]:
     if len(side_paths) > 1:
         result.append(
             Variant("side paths off", "every side path removed", without(set(side_paths)))
+        )
+    if side_path_mode == "process":
+        result.append(
+            Variant(
+                "side paths on threads",
+                "processor.side_paths = thread: shadow records and Redis writes on threads",
+                lambda _p, _s: None,
+                processor={"side_paths": "thread"},
+            )
         )
     result += [
         Variant("decode off", "events handed out already decoded", _decode_off),
@@ -206,6 +218,9 @@ def stage_profile(
         for k, variant in enumerate(every):
             say(f"stages: {variant.name} (round {r + 1} of {repeats})")
             phase = topics.phase(f"stage-{r}-{k}", events_topic=input_topic)
+            if variant.processor:
+                processor = phase.processor.model_copy(update=variant.processor)
+                phase = phase.model_copy(update={"processor": processor})
             run = run_pipeline(
                 phase,
                 events=events,

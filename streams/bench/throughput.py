@@ -4,6 +4,10 @@ topic), then the stage profile over the same input.
 
 The pass-through forwards each input as many times, per topic role, as the first pipeline
 run produced records of it (its fan-out), so both loops write the same number of records.
+
+With ``json_input`` the same events are preloaded once more, JSON-encoded, into an input
+topic of their own, and the pipeline runs over them ``repeats`` times (``events`` read as
+JSON, everything else as built): the JSON row, next to the Avro one.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ def throughput_phase(
     stages: bool,
     run_id: str,
     say: Progress,
+    *,
+    json_input: bool = False,
 ) -> ServingModel:
     """Preload, then pipeline and pass-through ``repeats`` times, then the stage profile.
 
@@ -98,11 +104,46 @@ def throughput_phase(
             for r in pair
         ],
     }
+    if json_input:
+        result["throughput"]["json_input"] = _json_rows(topics, events, repeats, run_id, say)
+        avro = result["throughput"]["pipeline"]["eps"]
+        json_eps = result["throughput"]["json_input"]["pipeline"]["eps"]
+        result["throughput"]["json_input"]["vs_avro"] = round(json_eps / avro, 4) if avro else None
     if stages:
         result["stages"] = stage_profile(
-            topics, input_topic, events, holder[0], variants(side_paths), say, repeats=repeats
+            topics,
+            input_topic,
+            events,
+            holder[0],
+            variants(side_paths, topics.settings.processor.side_paths),
+            say,
+            repeats=repeats,
         )
     return champions[0]
+
+
+def _json_rows(
+    topics: Topics, events: int, repeats: int, run_id: str, say: Progress
+) -> dict[str, Any]:
+    """The pipeline over the same events JSON-encoded: its best of ``repeats`` runs."""
+    json_settings = topics.single("input-json")
+    formats = json_settings.formats.model_copy(update={"events": "json"})
+    json_settings = json_settings.model_copy(update={"formats": formats})
+    say(f"preload: {events:,} JSON events into {json_settings.topics.events}")
+    preloaded, _ = preload(json_settings, events, run_id)
+    runs = []
+    for i in range(repeats):
+        say(f"pipeline, JSON input: {events:,} events (run {i + 1} of {repeats})")
+        phase = topics.phase(f"pipeline-json-{i}", events_topic=json_settings.topics.events)
+        phase = phase.model_copy(update={"formats": formats})
+        runs.append(run_pipeline(phase, events=events, name="pipeline, JSON input"))
+        topics.drop(phase)
+    best = fastest(runs)
+    return {
+        "mean_event_bytes": preloaded["mean_event_bytes"],
+        "pipeline": best.as_dict(),
+        "runs": [round(r.eps, 1) for r in runs],
+    }
 
 
 def _output_topics(settings: Settings, outputs: dict[str, int]) -> dict[str, str]:

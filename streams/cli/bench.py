@@ -42,6 +42,33 @@ def bench(
     latency_events: Annotated[
         int, typer.Option(help="Events per latency run (0 = no latency phase).")
     ] = 50_000,
+    extra_rate_fraction: Annotated[
+        list[float] | None,
+        typer.Option(
+            help="Another latency run at this share of the pipeline's max (repeatable); "
+            "default 0.1 (light load). 0 = none."
+        ),
+    ] = None,
+    json_input: Annotated[
+        bool,
+        typer.Option(
+            "--json-input/--no-json-input",
+            help="Also run the pipeline over the same events JSON-encoded (input format json).",
+        ),
+    ] = True,
+    cpu_profile: Annotated[
+        bool,
+        typer.Option(
+            "--cpu-profile/--no-cpu-profile",
+            help="CPU time per event of the stages and side paths, off the broker's clock.",
+        ),
+    ] = True,
+    scale_workers: Annotated[
+        str,
+        typer.Option(
+            help="Scaling row: 1 .. N consumer-group members as processes; auto = cores, 0 = off."
+        ),
+    ] = "auto",
     soak: Annotated[
         int | None,
         typer.Option(help="Soak: stream this many events and report resident memory."),
@@ -69,8 +96,11 @@ def bench(
     """Throughput, latency and memory of the scoring loop, next to the pass-through limit."""
     from streams.bench.report import format_report, markdown
     from streams.bench.run import run_bench
+    from streams.scoring.supervisor import worker_count
 
     settings = settings_of(ctx)
+    extra = [0.1] if extra_rate_fraction is None else [f for f in extra_rate_fraction if f > 0]
+    scale = 0 if scale_workers.strip() == "0" else worker_count(scale_workers)
     try:
         result = run_bench(
             settings,
@@ -78,6 +108,10 @@ def bench(
             rate_fraction=rate_fraction,
             rate=rate,
             latency_events=latency_events,
+            extra_rate_fractions=extra,
+            json_input=json_input,
+            scale_workers=scale if scale > 1 else 0,
+            cpu=cpu_profile,
             soak=soak,
             stages=stages,
             repeats=repeats,

@@ -104,7 +104,7 @@ def run_demo(
         "--exit-when-idle", str(idle_seconds),
     ]  # fmt: skip
     with open(log_path, "ab") as log:
-        processor = subprocess.Popen(
+        processor = subprocess.Popen(  # noqa: S603 - this Python running streamscore, an argument list
             command, env=_processor_env(settings), stdout=subprocess.PIPE, stderr=log
         )
     console.print(

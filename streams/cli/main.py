@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +19,8 @@ from rich.table import Table
 
 from schemas.errors import ConfigError, InfrastructureError
 from schemas.settings import Settings
+from streams.cli.autopilot import autopilot_app, retrain
+from streams.cli.batch import sample_table, score_batch
 from streams.cli.bench import bench
 from streams.cli.common import (
     ConfigOption,
@@ -35,6 +38,8 @@ from streams.cli.drift import report as drift_report
 from streams.cli.evaluate import evaluate, shadow_report
 from streams.cli.models import app as models_app
 from streams.cli.ops import ops_app
+from streams.cli.privacy import audit_app, dlq_app, privacy_app
+from streams.cli.serve import bench_http, serve_app
 
 app = new_app(
     name="streamscore",
@@ -213,12 +218,41 @@ def run(
         typer.Option(help="Exit once no input arrived for this many seconds (backfills, tests)."),
     ] = None,
     max_events: Annotated[
-        int | None, typer.Option(help="Exit after this many input events.")
+        int | None, typer.Option(help="Exit after this many input events (per worker).")
+    ] = None,
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            help="Consumer-group members, each a process, under one supervisor with one "
+            "metrics endpoint: a number, or auto (= cores). Default 1."
+        ),
+    ] = None,
+    from_timestamp: Annotated[
+        str | None,
+        typer.Option(
+            help="Replay: score the records stamped from this time (ISO-8601, UTC without a "
+            "zone, or epoch ms); partitions without a committed offset start there."
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="Replay: stop each partition at its first record stamped after this time "
+            "(default with --from-timestamp: now), and exit once all have."
+        ),
+    ] = None,
+    output_topic: Annotated[
+        str | None, typer.Option("--output-topic", help="Predictions topic (overrides settings).")
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run the scoring processor (one consumer-group member) until stopped."""
     from streams.scoring.compose import run_processor
+    from streams.scoring.supervisor import run_workers, worker_count
+
+    n_workers = worker_count(workers)
+    if from_timestamp is not None and until is None:
+        until = str(int(time.time() * 1000))  # one "now" for every worker: the end at start
 
     if champion is not None and champion.is_file():
         champion = _bundle_from_onnx(settings_of(ctx), champion, features, classes)
@@ -232,10 +266,14 @@ def run(
                 "group_id": group_id,
                 "max_batch": max_batch,
                 "max_wait_ms": max_wait_ms,
+                "start_from_timestamp_ms": from_timestamp,
+                "stop_at_timestamp_ms": until,
             }.items()
             if v is not None
         },
-        "topics": {"events": input_topic} if input_topic else None,
+        "topics": {
+            k: v for k, v in {"events": input_topic, "predictions": output_topic}.items() if v
+        },
         "formats": {"events": input_format} if input_format else None,
         "models": {"dir": champion.parent, "champion": champion.name} if champion else None,
         "metrics": (
@@ -244,9 +282,13 @@ def run(
             else None
         ),
     }
-    summary = run_processor(
-        settings_of(ctx, **overrides), exit_when_idle=exit_when_idle, max_events=max_events
-    )
+    settings = settings_of(ctx, **overrides)
+    if n_workers > 1:
+        summary = run_workers(
+            settings, n_workers, exit_when_idle=exit_when_idle, max_events=max_events
+        )
+    else:
+        summary = run_processor(settings, exit_when_idle=exit_when_idle, max_events=max_events)
     if as_json:
         print_json(summary)
     else:
@@ -371,14 +413,28 @@ def demo(
     events: Annotated[int, typer.Option(help="How many events to stream.")] = 60_000,
     rate: Annotated[float, typer.Option(help="Producer rate, events/s (0 = max).")] = 10_000.0,
     invalid_fraction: Annotated[float, typer.Option(help="Share of invalid events.")] = 0.02,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="Only stream and score events (file bundles, no registry, labels or autopilot); "
+            "--events, --rate and --invalid-fraction apply to it.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Bring the stack up, train models if missing, stream events, score them, summarise."""
-    from streams.cli.demo import run_demo
+    """The model autopilot end to end: drift, retrain, shadow, verdict, promotion (--quick:
+    bring the stack up, train models if missing, stream events, score them, summarise)."""
+    if quick:
+        from streams.cli.demo import run_demo
 
-    summary = run_demo(
-        settings_of(ctx), events=events, rate=rate, invalid_fraction=invalid_fraction
-    )
+        summary = run_demo(
+            settings_of(ctx), events=events, rate=rate, invalid_fraction=invalid_fraction
+        )
+    else:
+        from streams.autopilot.demo import run_loop_demo
+
+        summary = run_loop_demo(settings_of(ctx))
     if as_json:
         print_json(summary)
 
@@ -390,11 +446,20 @@ reports = new_app(help="Reports a person can look at.")
 reports.command("drift")(drift_report)
 app.add_typer(reports, name="report")
 app.command("bench")(bench)
+app.command("bench-http")(bench_http)
+app.add_typer(serve_app, name="serve")
+app.command("score-batch")(score_batch)
+app.command("sample-table")(sample_table)
 app.command("evaluate")(evaluate)
 app.command("consume")(consume)
+app.command("retrain")(retrain)
+app.add_typer(autopilot_app, name="autopilot")
 shadow = new_app(help="Champion vs challenger: the evidence.")
 shadow.command("report")(shadow_report)
 app.add_typer(shadow, name="shadow")
+app.add_typer(privacy_app, name="privacy")
+app.add_typer(audit_app, name="audit")
+app.add_typer(dlq_app, name="dlq")
 
 
 def main() -> None:

@@ -9,20 +9,28 @@ windows below a lower clear threshold and then stays shut for
 records, not an alert per window. :class:`Incidents` keeps the trackers of one
 model version and writes each status as a ``sensor.drift`` record
 (``schemas/drift_event.avsc``) under a stable incident id.
+
+The two-sample tests also judge every hop inside the open window; an alarm there may
+open an incident at once (:meth:`Incidents.open_now`, only where the window's close
+could open one: idle, or the cooldown over). Everything else — updates, the clear
+run, the cooldown, the retrain request — still moves once per window close, so a
+target has one incident at a time, whichever detector saw it first.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from streams.drift.windows import Window
 
 Severity = Literal["none", "warning", "alert"]
 Status = Literal["open", "update", "closed", "retrain_requested"]
-Detector = Literal["psi", "adwin"]
+#: ``psi`` — a feature (PSI, with its KS and chi-squared in ``tests``); ``distribution`` — the
+#: champion's score against its reference (KS, chi-squared); ``adwin`` — a score / error stream.
+Detector = Literal["psi", "distribution", "adwin"]
 
 _SEVERITY_RANK: dict[str, int] = {"none": 0, "warning": 1, "alert": 2}
 
@@ -39,6 +47,10 @@ class Finding:
     #: Counts towards closing an open incident (below the clear threshold / no change).
     clearing: bool
     top_bins: list[dict[str, Any]]
+    #: The test that set the severity (``psi``, ``ks``, ``chi2``, ``adwin``; None at none).
+    trigger: str | None = None
+    #: Every test run on the target: ``{"test", "statistic", "threshold", "severity"}``.
+    tests: list[dict[str, Any]] = field(default_factory=list)
 
 
 class IncidentTracker:
@@ -83,6 +95,11 @@ class IncidentTracker:
         return self._state == "open"
 
     @property
+    def can_open_now(self) -> bool:
+        """Whether :meth:`open_now` would open an incident (idle, or the cooldown run out)."""
+        return self._state == "idle" or (self._state == "cooldown" and self._cooldown_left == 0)
+
+    @property
     def peak_severity(self) -> Severity:
         """Highest severity of the open (or last) incident."""
         return self._peak
@@ -124,6 +141,30 @@ class IncidentTracker:
             self._cooldown_left = self.cooldown_windows
             return ["closed"]
         return ["update", *self._retrain()]
+
+    def open_now(self, severity: Severity) -> list[Status]:
+        """An alarm inside the open window: ``open`` if this window's close could open one.
+
+        That is when idle or the cooldown has run out; the window is still counted (alert
+        run, clear run, retrain) at its close by :meth:`observe`, as any other window.
+
+        >>> tracker = IncidentTracker(clear_windows=1, cooldown_windows=1)
+        >>> tracker.open_now("alert"), tracker.open_now("alert")
+        (['open'], [])
+        >>> tracker.observe("alert", clearing=False)
+        ['update']
+        >>> tracker.observe("none", clearing=True), tracker.open_now("alert")
+        (['closed'], [])
+        """
+        if not self.can_open_now or severity == "none":
+            return []
+        self._state = "open"
+        self._incidents += 1
+        self._clear_run = 0
+        self._alert_run = 0
+        self._retrain_sent = False
+        self._peak = severity
+        return ["open"]
 
     def _retrain(self) -> list[Status]:
         limit = self.retrain_after_windows
@@ -181,6 +222,21 @@ class Incidents:
                 records.append(self._record(status, finding, window, now))
         return records
 
+    def could_open(self, detector: str, target: str) -> bool:
+        """Whether an alarm inside the open window would open an incident on ``target`` now."""
+        tracker = self.trackers.get((detector, target))
+        return tracker is None or tracker.can_open_now
+
+    def open_now(self, findings: Iterable[Finding], span: Window, now: int) -> list[dict[str, Any]]:
+        """Records of the incidents that alarms inside the open window open (``span``: the events
+        judged). Not counted in :attr:`raised`, which counts window closes."""
+        records = []
+        for finding in findings:
+            tracker = self._tracker(finding.detector, finding.target)
+            for status in tracker.open_now(finding.severity):
+                records.append(self._record(status, finding, span, now, hop=True))
+        return records
+
     def _tracker(self, detector: str, target: str) -> IncidentTracker:
         key = (detector, target)
         tracker = self.trackers.get(key)
@@ -192,7 +248,9 @@ class Incidents:
             )
         return tracker
 
-    def _record(self, status: Status, finding: Finding, window: Window, now: int) -> dict[str, Any]:
+    def _record(
+        self, status: Status, finding: Finding, window: Window, now: int, *, hop: bool = False
+    ) -> dict[str, Any]:
         key = (finding.detector, finding.target)
         if status == "open":
             anchor = window.first_offset if window.first_offset is not None else window.index
@@ -209,6 +267,9 @@ class Incidents:
             "statistic": finding.statistic,
             "threshold": finding.threshold,
             "severity": severity,
+            "trigger": None if severity == "none" else finding.trigger,
+            "hop": hop,
+            "tests": finding.tests,
             "window_first_offset": window.first_offset,
             "window_last_offset": window.last_offset,
             "window_start": window.start_ms,

@@ -209,14 +209,23 @@ class PsiMonitor:
     def accumulate(self, bins: np.ndarray) -> None:
         """Add rows of :meth:`bin_batch` output to the open window."""
         if bins.size:
-            self._counts += np.bincount(bins.ravel(), minlength=self._n_bins)
+            self.add_counts(np.bincount(bins.ravel(), minlength=self._n_bins))
 
-    def close(self, window: Window) -> PsiWindow:
-        """PSI of every feature over the counts accumulated since the last close."""
+    def add_counts(self, counts: np.ndarray) -> None:
+        """Add flat bin counts (one ``bincount`` of :meth:`bin_batch` rows) to the open window."""
+        self._counts += counts
+
+    @property
+    def n_bins(self) -> int:
+        """Length of the flat count vector (every feature's bins, in profile order)."""
+        return self._n_bins
+
+    def evaluate(self, counts: np.ndarray, window: Window) -> PsiWindow:
+        """PSI of every feature over flat ``counts`` of ``window.events`` events (pure)."""
         events = int(window.events)
         if events <= 0:
             raise ValueError("closing an empty window")
-        current = np.maximum(self._counts / events, self.epsilon)
+        current = np.maximum(counts / events, self.epsilon)
         parts = (current - self._reference_floor) * np.log(current / self._reference_floor)
         values = np.add.reduceat(parts, self._bin_offsets)
         severity: list[Severity] = [
@@ -229,16 +238,20 @@ class PsiMonitor:
             )
         ]
         spans = list(pairwise([*self._bin_offsets.tolist(), self._n_bins]))
-        fractions = self._counts / events
-        result = PsiWindow(
+        fractions = counts / events
+        return PsiWindow(
             window=window,
             psi=values,
             severity=severity,
             current=[fractions[a:b] for a, b in spans],
             contributions=[parts[a:b] for a, b in spans],
         )
+
+    def close(self, window: Window) -> PsiWindow:
+        """PSI of every feature over the counts accumulated since the last close."""
+        result = self.evaluate(self._counts, window)
         self._counts = np.zeros(self._n_bins, dtype=np.int64)
-        self._latest = values
+        self._latest = result.psi
         return result
 
     def update(

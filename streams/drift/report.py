@@ -10,8 +10,11 @@ can be mailed, attached to a ticket or opened offline. Sections:
    severity, lines joining the windows of one incident, dashed threshold lines;
 3. reference vs current histograms of the most-shifted features (from the
    ``top_bins`` of each feature's highest-PSI record);
-4. ADWIN changes — the stream mean before and after each detected change;
-5. the incident list.
+4. the two-sample tests — KS and chi-squared of every record that has them, against
+   their calibrated thresholds, with the test that raised the severity;
+5. the champion's score distribution against its reference;
+6. ADWIN changes — the stream mean before and after each detected change;
+7. the incident list, with the tests that raised each incident.
 """
 
 from __future__ import annotations
@@ -221,6 +224,17 @@ def _summary(records: Sequence[Record]) -> str:
     )
 
 
+def _psi_severity(r: Record) -> str:
+    """PSI's own severity: its ``tests`` entry (a two-sample test may have raised the record's)."""
+    entry = next((t for t in r.get("tests") or [] if t["test"] == "psi"), None)
+    return str(r["severity"] if entry is None else entry["severity"])
+
+
+def _ratio(r: Record) -> float:
+    threshold = float(r["threshold"])
+    return float(r["statistic"]) / threshold if threshold > 0 else 0.0
+
+
 def _series_section(
     records: Sequence[Record],
     detector: str,
@@ -240,10 +254,17 @@ def _series_section(
         mine = [r for r in chosen if r["target"] == target]
         thresholds: dict[str, float] = {}
         if detector == "psi":
-            # PSI records carry the alert threshold at alert severity, else the warning one.
+            # PSI records carry PSI's alert threshold at its alert severity, else the warning one.
             for r in mine:
-                thresholds["alert" if r["severity"] == "alert" else "warning"] = r["threshold"]
-        points = [(x_of(r), float(r["statistic"]), r["severity"], r["incident_id"]) for r in mine]
+                thresholds["alert" if _psi_severity(r) == "alert" else "warning"] = r["threshold"]
+        if detector == "distribution":
+            # KS or chi-squared, whichever is closest to its threshold: plotted as the ratio.
+            thresholds["alert"] = 1.0
+            points = [(x_of(r), _ratio(r), r["severity"], r["incident_id"]) for r in mine]
+        else:
+            points = [
+                (x_of(r), float(r["statistic"]), r["severity"], r["incident_id"]) for r in mine
+            ]
         peak = max(p[1] for p in points)
         figures.append(
             f"<figure>{_line_chart(points, x_range, x_label, thresholds)}"
@@ -306,6 +327,40 @@ def _adwin_table(records: Sequence[Record]) -> str:
     )
 
 
+def _test_cell(r: Record, name: str) -> str:
+    entry = next((t for t in r.get("tests") or [] if t["test"] == name), None)
+    if entry is None:
+        return "<td class='num'>-</td>"
+    return (
+        f"<td class='num sev-{_e(entry['severity'])}'>{float(entry['statistic']):.4g} / "
+        f"{float(entry['threshold']):.4g}</td>"
+    )
+
+
+def _tests_table(records: Sequence[Record]) -> str:
+    rows = []
+    for r in records:
+        names = {t["test"] for t in r.get("tests") or []}
+        if not names & {"ks", "chi2"}:
+            continue
+        rows.append(
+            f"<tr><td>{_e(r['detector'])}</td><td>{_e(r['target'])}</td><td>{_e(r['status'])}</td>"
+            f"<td>{_e(_window_text(r))}{' (hop)' if r.get('hop') else ''}</td>"
+            f"{_test_cell(r, 'psi')}{_test_cell(r, 'ks')}{_test_cell(r, 'chi2')}"
+            f"<td class='sev-{_e(r['severity'])}'>{_e(r.get('trigger') or '-')}</td></tr>"
+        )
+    if not rows:
+        return "<p class='muted'>No two-sample test results in these records.</p>"
+    return (
+        "<p class='muted'>Statistic / threshold; thresholds come from the false-alarm budget. "
+        "A hop record was raised inside its window, over the last window of events.</p>"
+        "<table><tr><th>detector</th><th>target</th><th>status</th><th>window</th>"
+        "<th>PSI</th><th>KS</th><th>chi-squared</th><th>raised by</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
 _RANK = {"none": 0, "warning": 1, "alert": 2}
 
 
@@ -326,8 +381,12 @@ def incidents(records: Sequence[Record]) -> list[dict[str, Any]]:
                 "peak_severity": "none",
                 "peak_statistic": 0.0,
                 "retrain_requested": False,
+                "raised_by": [],
             },
         )
+        trigger = r.get("trigger")
+        if trigger and trigger not in inc["raised_by"]:
+            inc["raised_by"].append(trigger)
         when = r.get("window_end") if r.get("window_end") is not None else r.get("detected_at")
         if r["status"] == "open":
             inc["opened"] = when
@@ -354,14 +413,14 @@ def _incident_table(records: Sequence[Record]) -> str:
             f"<td class='num'>{inc['windows']}</td>"
             f"<td class='sev-{_e(inc['peak_severity'])}'>{_e(inc['peak_severity'])}</td>"
             f"<td class='num'>{inc['peak_statistic']:.4g}</td>"
-            f"<td>{'yes' if inc['retrain_requested'] else ''}</td></tr>"
+            f"<td>{'yes' if inc['retrain_requested'] else ''}</td>"
+            f"<td>{_e(', '.join(inc['raised_by']))}</td></tr>"
         )
     return (
         "<table><tr><th>incident</th><th>detector</th><th>target</th><th>model</th>"
         "<th>state</th><th>opened (UTC)</th><th>closed (UTC)</th><th>windows</th>"
-        "<th>peak severity</th><th>peak statistic</th><th>retrain requested</th></tr>"
-        + "".join(rows)
-        + "</table>"
+        "<th>peak severity</th><th>peak statistic</th><th>retrain requested</th>"
+        "<th>raised by</th></tr>" + "".join(rows) + "</table>"
     )
 
 
@@ -402,6 +461,10 @@ def render_drift_report(
         _series_section(ordered, "psi", axis, x_range),
         "<h2>Most-shifted features: reference vs current</h2>",
         _shifted_section(ordered, top),
+        "<h2>Two-sample tests: KS and chi-squared</h2>",
+        _tests_table(ordered),
+        "<h2>Score distribution against its reference</h2>",
+        _series_section(ordered, "distribution", axis, x_range),
         "<h2>ADWIN: score and error streams</h2>",
         _series_section(ordered, "adwin", axis, x_range),
         _adwin_table(ordered),

@@ -64,6 +64,8 @@ from streams.evaluation.options import EvaluatorOptions, positive_class
 from streams.evaluation.quality import QualityStats, missing_ranges
 from streams.evaluation.records import evaluation_key
 from streams.evaluation.tables import EvaluationTables
+from streams.privacy.keys import load_keyring
+from streams.privacy.pseudonym import store_lookup
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,11 @@ class Evaluator(EvaluationTables):
     ) -> None:
         self.app = app
         self.store = store
+        #: The store lookup by the labels' raw event ids (pseudonymised first when the
+        #: store's keys are: ``privacy.topics.store``).
+        self._get_many = store_lookup(
+            store.get_many, settings.privacy, load_keyring(settings.privacy)
+        )
         self.label_serde: Serde = topic_serde(settings, "labels")
         self.evaluation_serde: Serde = topic_serde(settings, "evaluation")
         positive_label, self.task = positive_class(settings, options.classes)
@@ -256,7 +263,7 @@ class Evaluator(EvaluationTables):
         delay = 0.2
         while True:
             try:
-                found = await asyncio.to_thread(self.store.get_many, ids, self.variants)
+                found = await asyncio.to_thread(self._get_many, ids, self.variants)
                 break
             except StoreUnavailable as exc:
                 self.metrics.store_errors.inc()

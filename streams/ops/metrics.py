@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
@@ -160,6 +160,12 @@ class Metrics:
             "streamscore_drift_events_total", "Drift events emitted, by detector and severity.",
             ["detector", "severity"], registry=r,
         )  # fmt: skip
+        self.drift_test_ratio = Gauge(
+            "streamscore_drift_test_ratio",
+            "Latest two-sample statistic over its calibrated threshold (>= 1 alarms), by "
+            "feature (or score) and test (ks, chi2).",
+            ["feature", "test"], registry=r,
+        )  # fmt: skip
         self.dependency_up = Gauge(
             "streamscore_dependency_up", "1 when a dependency answers (redis, mlflow, kafka).",
             ["dependency"], registry=r,
@@ -196,9 +202,65 @@ class Metrics:
             "streamscore_last_progress_timestamp_seconds",
             "Unix time the loop last completed an iteration.", registry=r,
         )  # fmt: skip
+        # Latency-aware batching (``processor.latency_target_ms``).
+        self.latency_target_met = Gauge(
+            "streamscore_latency_target_met",
+            "1 while at most 1 % of the recent records took longer than processor."
+            "latency_target_ms from consumed to produced.", registry=r,
+        )  # fmt: skip
+        self.latency_over_target = Counter(
+            "streamscore_latency_over_target_events_total",
+            "Records whose batch took longer than the latency target (consumed to produced).",
+            registry=r,
+        )  # fmt: skip
+        self.batch_limit = Gauge(
+            "streamscore_batch_limit_events",
+            "Records the loop asks for next (latency cap, or larger under a backlog).",
+            registry=r,
+        )  # fmt: skip
+        # The HTTP door (``streamscore serve``); labelled, so a processor shows none of them.
+        self.http_requests = Counter(
+            "streamscore_http_requests_total", "HTTP requests answered, by route and status.",
+            ["route", "status"], registry=r,
+        )  # fmt: skip
+        self.http_latency = Histogram(
+            "streamscore_http_request_duration_seconds",
+            "Time from a request's arrival to its answer, by route.", ["route"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.http_batch_requests = Histogram(
+            "streamscore_http_batch_requests",
+            "Requests coalesced into one model call by the dynamic batcher, by door.", ["door"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r,
+        )  # fmt: skip
+        self.publish_gap = Counter(
+            "streamscore_http_publish_gap_records_total",
+            "Records of the HTTP door Kafka did not confirm (down, behind or refused), by role.",
+            ["role"], registry=r,
+        )  # fmt: skip
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+    def exposition_with(self, **labels: str) -> bytes:
+        """The exposition with ``labels`` added to every sample (``channel="http"``)."""
+        return generate_latest(_Labelled(self.registry, labels))
+
+
+class _Labelled(Collector):
+    """Another collector's families, every sample with some constant labels added."""
+
+    def __init__(self, inner: CollectorRegistry, labels: dict[str, str]) -> None:
+        self._inner = inner
+        self._labels = labels
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._inner.collect():
+            labelled = Metric(family.name, family.documentation, family.type, family.unit)
+            labelled.samples = [
+                s._replace(labels={**s.labels, **self._labels}) for s in family.samples
+            ]
+            yield labelled
 
 
 @dataclass

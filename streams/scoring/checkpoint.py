@@ -6,7 +6,9 @@
                              acknowledgement of all of them and raises
                              :class:`~schemas.errors.DeliveryFailed` if any failed;
     3. offsets committed     only then the next offsets of those batches are
-                             committed, synchronously.
+                             committed, synchronously. A commit the group refuses
+                             because it is rebalancing keeps them pending: they go
+                             with the next commit, or are forgotten with a revoke.
 
 A crash anywhere before step 3 leaves the offsets where they were: the batches
 are consumed again (at-least-once) and nothing valid is lost. Duplicates are
@@ -26,7 +28,9 @@ class _Flushable(Protocol):
 
 
 class _Committer(Protocol):
-    def commit(self, next_offsets: dict[tuple[str, int], int]) -> None: ...
+    def commit(self, next_offsets: dict[tuple[str, int], int]) -> bool | None:
+        """Commit; False when the group refused it for a rebalance (nothing committed)."""
+        ...
 
 
 class Checkpoint:
@@ -67,11 +71,13 @@ class Checkpoint:
         if not self._pending:
             return
         self._producer.flush(self.flush_timeout_s)
-        self._consumer.commit(self._pending)
+        if self._consumer.commit(self._pending) is False:
+            return
         self._pending = {}
         self.commits += 1
 
     def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
-        """Drop pending offsets of partitions lost without a clean revoke."""
+        """Drop pending offsets of partitions this member no longer holds (lost, or
+        revoked while the group refused their commit)."""
         for key in partitions:
             self._pending.pop(key, None)

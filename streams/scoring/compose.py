@@ -7,6 +7,7 @@ functions; everything they build is handed its settings explicitly.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from typing import Any
 
 from connectors.kafka import Admin, ensure_topics
@@ -26,7 +27,9 @@ from streams.scoring.model_watcher import (
 )
 from streams.scoring.processor import Processor
 from streams.scoring.shadow import ShadowScorer
-from streams.scoring.store_writer import StoreWriter
+from streams.scoring.side_path import WorkerProcess
+from streams.scoring.side_sinks import SHADOW_LANE, STORE_LANE, build_side_sinks
+from streams.scoring.store_writer import PredictionSink, StoreHandOver, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,10 @@ def build_processor(
         if offline:
             health.problems["mlflow"] = f"unreachable at start, serving cached models: {offline}"
 
-    writer = None
+    side_process = _side_process(settings, metrics, health)
+    if side_process is not None:
+        processor.closables.append(side_process)
+    writer: StoreWriter | StoreHandOver | None = None
     if settings.store.enabled:
         from connectors.redis_store import PredictionStore, ping
 
@@ -69,14 +75,18 @@ def build_processor(
             log.warning("Redis %s unreachable: predictions are not stored until it returns",
                         settings.redis.url)  # fmt: skip
         s = settings.store
-        store = PredictionStore(settings.redis, ttl_s=s.ttl_s, bucket_s=s.bucket_s)
-        writer = StoreWriter(
-            store,
-            metrics,
-            health,
-            max_pending=s.max_pending_batches,
-            backlog_max_bytes=s.backlog_max_bytes,
-        )
+        if side_process is not None:
+            lane = side_process.lane(STORE_LANE, max_pending=s.max_pending_batches)
+            writer = StoreHandOver(lane, metrics, lambda: side_process.report)
+        else:
+            store = PredictionStore(settings.redis, ttl_s=s.ttl_s, bucket_s=s.bucket_s)
+            writer = StoreWriter(
+                store,
+                metrics,
+                health,
+                max_pending=s.max_pending_batches,
+                backlog_max_bytes=s.backlog_max_bytes,
+            )
         processor.side_paths.append(writer)
 
     mode = settings.shadow.mode
@@ -84,7 +94,7 @@ def build_processor(
     refused: set[tuple[str, str]] = set()
     if mode == "shadow":
         processor.make_shadow = lambda challenger: _shadow_scorer(
-            settings, processor, challenger, writer
+            settings, processor, challenger, writer, side_process
         )
     if mode != "off":
         try:
@@ -139,6 +149,9 @@ def build_processor(
     watcher.source_up = "mlflow" not in health.problems
     processor.watcher = watcher
     watcher.start()
+    if side_process is not None and not side_process.wait_ready():
+        # Counted from here on: each batch handed over is a drop, the champion goes on.
+        log.error("side-path process not ready: %s", side_process.exit_error or "timed out")
     return processor
 
 
@@ -173,13 +186,34 @@ def _emitter(processor: Processor, topic: str, role: str) -> Emit:
     return emit
 
 
+def _side_process(settings: Settings, metrics: Metrics, health: Health) -> WorkerProcess | None:
+    """The side-path worker process, when a side path needs one (``processor.side_paths``)."""
+    if settings.processor.side_paths != "process":
+        return None
+    if not (settings.store.enabled or settings.shadow.mode == "shadow"):
+        return None
+    if multiprocessing.current_process().daemon:  # multiprocessing forbids it children
+        log.warning("a daemonic process cannot start the side-path process: side paths on threads")
+        return None
+    return WorkerProcess(
+        "side-paths", build_side_sinks, (settings.model_dump(),), metrics=metrics, health=health
+    )
+
+
 def _shadow_scorer(
     settings: Settings,
     processor: Processor,
     challenger: ServingModel,
-    writer: StoreWriter | None,
+    writer: PredictionSink | None,
+    side_process: WorkerProcess | None,
 ) -> ShadowScorer:
     s = settings.shadow
+    lane = None
+    if side_process is not None:
+        # Records are built, produced and their store rows written in the side-path
+        # process, where its own writer shares the backlog and gap count.
+        lane = side_process.lane(SHADOW_LANE, max_pending=s.max_pending_batches)
+        writer = None
     return ShadowScorer(
         challenger,
         processor.champion.feature_names,
@@ -191,6 +225,7 @@ def _shadow_scorer(
         max_pending=s.max_pending_batches,
         window=s.psi_window,
         tolerance=s.agreement_tolerance,
+        lane=lane,
     )
 
 

@@ -1,7 +1,8 @@
 """The drift side path: the champion's validated matrix of every batch into the drift monitor.
 
-Synchronous (about 0.7 µs per event) so that drift records are produced before the
-batch's checkpoint and share the champion path's at-least-once guarantee. A champion
+Synchronous (about 0.4 µs per event, ``streamscore drift bench``) so that drift records
+are produced before the batch's checkpoint and share the champion path's at-least-once
+guarantee. A champion
 swap starts a fresh monitor against the new champion's reference profile.
 """
 
@@ -63,6 +64,8 @@ class DriftPath:
             self._emitted = Counter(monitor.emitted)
         for feature, value in monitor.latest_psi.items():
             metrics.drift_psi.labels(feature=feature).set(value)
+        for (target, test), ratio in monitor.latest_tests.items():
+            metrics.drift_test_ratio.labels(feature=target, test=test).set(ratio)
 
     def close(self) -> None:
         """Nothing queued: every record was produced with its batch."""

@@ -24,6 +24,7 @@ from models.runtime import Scores
 from models.serving import ServingModel
 from schemas.errors import Rejection
 from schemas.serde import Serde
+from streams.privacy.pseudonym import Identities, Pseudonymiser
 from streams.scoring.dead_letters import DeadLetter, DeadLetterPolicy, reason_headers
 from streams.scoring.routing import ABRouting
 from streams.scoring.stages import EventBatch, build_matrix, check_sizes, decode_events
@@ -66,6 +67,9 @@ class BatchOutput:
     #: A/B variants whose model raised on this batch: variant -> (rows, error). Their
     #: rows were served by the champion instead (``row_variant`` says so).
     fallbacks: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: Per output role, its identifier columns with ``privacy.pseudonymise`` applied;
+    #: None (no pseudonymiser): every output carries the raw ones. Read through :meth:`ids`.
+    identities: dict[str, Identities] | None = None
 
     @property
     def scored(self) -> int:
@@ -74,6 +78,12 @@ class BatchOutput:
     @property
     def model_version(self) -> str:
         return self.served[0][1].version if self.served else ""
+
+    def ids(self, role: str) -> Identities:
+        """The event ids, sensor ids and keys output ``role`` carries (see ``streams.privacy``)."""
+        if self.identities is None:
+            return Identities(self.events.event_ids, self.events.sensor_ids, self.keys)
+        return self.identities[role]
 
     def served_parts(self) -> list[tuple[str, str, list[int]]]:
         """(variant, model version, scored rows) for each variant that served rows."""
@@ -101,6 +111,8 @@ class ScoringPipeline:
         actor: str,
         variant: str = "champion",
         dead_letters: DeadLetterPolicy | None = None,
+        channel: str | None = None,
+        pseudonymiser: Pseudonymiser | None = None,
     ) -> None:
         self.event_serde = event_serde
         self.typed = event_serde.format != "json"
@@ -110,6 +122,11 @@ class ScoringPipeline:
         self.dead_letter_policy = dead_letters or DeadLetterPolicy()
         self.actor = actor
         self.variant = variant
+        #: The door events come in by when it is not a topic (``http``): their audit records
+        #: say so in ``details["channel"]`` and carry no source topic, partition or offset.
+        self.channel = channel
+        #: Pseudonymises identifiers per output (``privacy.pseudonymise``); None = none.
+        self.pseudonymiser = pseudonymiser
 
     def run(
         self,
@@ -135,13 +152,7 @@ class ScoringPipeline:
         if len(keep) != len(events):
             events = events.select(keep)
         t3 = clock()
-        if ab is None:
-            out.served = [(self.variant, model)]
-            scores = model.model.predict(matrix)
-        else:
-            out.served = list(zip(ab.router.variants, ab.models, strict=True))
-            out.row_variant = ab.router.assign(events.sensor_ids)
-            scores = _score_split(matrix, out.row_variant, ab, out.fallbacks)
+        scores = self._score(out, events, matrix, model, ab)
         t4 = clock()
         out.processed_at = now_ms if now_ms is not None else int(time.time() * 1000)
         out.events, out.matrix, out.scores = events, matrix, scores
@@ -156,6 +167,44 @@ class ScoringPipeline:
             "encode": t5 - t4,
         }
         return out
+
+    def score_decoded(
+        self,
+        raw: RawBatch,
+        events: EventBatch,
+        matrix: np.ndarray,
+        model: ServingModel,
+        *,
+        ab: ABRouting | None = None,
+        now_ms: int | None = None,
+    ) -> BatchOutput:
+        """Score events decoded and validated by the caller; encode their outputs.
+
+        The second half of :meth:`run`, for a door that reads its own input (the HTTP
+        server's tensors): ``matrix`` holds the rows of ``events`` in ``model``'s feature
+        order, ``events.indices`` are places in ``raw`` (whose values are digested).
+        """
+        out = BatchOutput()
+        out.scores = self._score(out, events, matrix, model, ab)
+        out.processed_at = now_ms if now_ms is not None else int(time.time() * 1000)
+        out.events, out.matrix = events, matrix
+        self._encode(raw, out)
+        return out
+
+    def _score(
+        self,
+        out: BatchOutput,
+        events: EventBatch,
+        matrix: np.ndarray,
+        model: ServingModel,
+        ab: ABRouting | None,
+    ) -> Scores:
+        if ab is None:
+            out.served = [(self.variant, model)]
+            return model.model.predict(matrix)
+        out.served = list(zip(ab.router.variants, ab.models, strict=True))
+        out.row_variant = ab.router.assign(events.sensor_ids)
+        return _score_split(matrix, out.row_variant, ab, out.fallbacks)
 
     def _dead_letter(self, raw: RawBatch, r: Rejection) -> DeadLetter:
         i = r.index
@@ -192,6 +241,16 @@ class ScoringPipeline:
         else:
             probabilities = [None] * n
         now = out.processed_at
+        keys = raw.keys
+        out.keys = [
+            keys[i] if keys[i] is not None else sensor_id.encode()
+            for i, sensor_id in zip(events.indices, events.sensor_ids, strict=True)
+        ]
+        if self.pseudonymiser is not None:
+            out.identities = self.pseudonymiser.identities(
+                events.event_ids, events.sensor_ids, out.keys
+            )
+        shown, audited = out.ids("predictions"), out.ids("audit")
         predictions: list[dict[str, Any]] = [
             {
                 "event_id": event_id,
@@ -206,8 +265,8 @@ class ScoringPipeline:
                 "processed_at": now,
             }
             for event_id, sensor_id, event_time, name, version, variant, label, score, proba in zip(
-                events.event_ids,
-                events.sensor_ids,
+                shown.event_ids,
+                shown.sensor_ids,
                 events.event_times,
                 names,
                 versions,
@@ -221,6 +280,11 @@ class ScoringPipeline:
         values, topics, partitions, offsets = raw.values, raw.topics, raw.partitions, raw.offsets
         blake2b, actor = hashlib.blake2b, self.actor
         ab_mode = out.row_variant is not None
+        base = _NO_DETAILS
+        if self.channel is not None:  # not read from a topic: no source position
+            nowhere: list[Any] = [None] * len(values)
+            topics, partitions, offsets = nowhere, nowhere, nowhere
+            base = {"channel": self.channel}
         audits: list[dict[str, Any]] = [
             {
                 "action": "scored",
@@ -235,12 +299,12 @@ class ScoringPipeline:
                 "source_offset": offsets[i],
                 "actor": actor,
                 "occurred_at": now,
-                "details": {"variant": variant} if ab_mode else _NO_DETAILS,
+                "details": {**base, "variant": variant} if ab_mode else base,
             }
             for i, event_id, sensor_id, name, version, variant, decision in zip(
                 events.indices,
-                events.event_ids,
-                events.sensor_ids,
+                audited.event_ids,
+                audited.sensor_ids,
                 names,
                 versions,
                 variants,
@@ -250,11 +314,6 @@ class ScoringPipeline:
         ]
         out.prediction_values = self.prediction_serde.encode_many(predictions)
         out.audit_values = self.audit_serde.encode_many(audits)
-        keys = raw.keys
-        out.keys = [
-            keys[i] if keys[i] is not None else sensor_id.encode()
-            for i, sensor_id in zip(events.indices, events.sensor_ids, strict=True)
-        ]
 
 
 def _score_split(

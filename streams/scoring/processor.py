@@ -1,6 +1,7 @@
 """The scoring loop: one process, one consumer-group member.
 
-    poll a micro-batch → ScoringPipeline (decode, validate, score, encode)
+    poll a micro-batch (its cap: streams.scoring.batching)
+    → ScoringPipeline (decode, validate, score, encode)
     → produce predictions, audit events and dead letters
     → side paths (shadow challenger, drift) → checkpoint (streams.scoring.checkpoint)
 
@@ -26,14 +27,19 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
-from connectors.kafka import Admin, Consumer, Message, Producer, TopicPartition, client_id
+from connectors.kafka import Admin, Consumer, Message, Producer, client_id
 from models.serving import ServingModel
 from schemas.settings import Settings
 from streams.ops.metrics import Health, Metrics
+from streams.privacy.chain import AuditChain
+from streams.privacy.edge import privacy_tools
+from streams.scoring.batching import BatchSizer, LatencyTarget
 from streams.scoring.checkpoint import Checkpoint
 from streams.scoring.dead_letters import DeadLetterPolicy
+from streams.scoring.membership import ASSIGNORS, GroupMember, join_timeout, leave_policy
 from streams.scoring.model_watcher import ModelWatcher
 from streams.scoring.pipeline import BatchOutput, RawBatch, ScoringPipeline
+from streams.scoring.replay import Replay
 from streams.scoring.routing import ABRouting
 from streams.scoring.shadow import ShadowScorer
 from streams.scoring.side_path import SidePath
@@ -63,6 +69,10 @@ class RunSummary:
     challenger_fallbacks: int = 0
     #: What the side paths report about themselves (shadow, drift, prediction store).
     side_paths: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Whether ``processor.latency_target_ms`` was met, and the batch cap it led to.
+    latency_target: dict[str, Any] = field(default_factory=dict)
+    #: A replay's stretch and progress (``--from-timestamp`` / ``--until``); None otherwise.
+    replay: dict[str, Any] | None = None
 
     @property
     def throughput(self) -> float:
@@ -87,6 +97,8 @@ class RunSummary:
             "model": {"name": self.model_name, "version": self.model_version},
             "exit_reason": self.exit_reason,
             "challenger_fallbacks": self.challenger_fallbacks,
+            "latency_target": dict(self.latency_target),
+            **({"replay": self.replay} if self.replay is not None else {}),
             **self.side_paths,
         }
 
@@ -133,6 +145,7 @@ class Processor:
         champion: ServingModel,
         metrics: Metrics,
         health: Health,
+        audit_chain: AuditChain | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
@@ -142,6 +155,8 @@ class Processor:
         self.metrics = metrics
         self.health = health
         self.topics = settings.topics
+        #: Links each batch of audit records to the one before (``privacy.audit_chain``).
+        self.audit_chain = audit_chain
         self.checkpoint = Checkpoint(
             producer,
             consumer,
@@ -159,8 +174,24 @@ class Processor:
         #: Other helpers stopped with the loop (the lag refresher).
         self.closables: list[Closable] = []
         self.summary = RunSummary(model_name=champion.name, model_version=champion.version)
+        p = settings.processor
+        #: The cap of the next batch (latency-aware batching, streams.scoring.batching).
+        self.sizer = BatchSizer(target_ms=p.latency_target_ms, max_batch=p.max_batch)
+        self.latency = LatencyTarget(p.latency_target_ms)
         self._stop_reason: str | None = None
-        self._assigned_at: float | None = None
+        #: Replay / backfill: the stretch of history to score, or None (streams.scoring.replay).
+        self.replay = Replay.from_settings(p)
+        #: Rebalances, what this member holds, a stuck join (streams.scoring.membership).
+        self.member = GroupMember(
+            consumer,
+            metrics=metrics,
+            health=health,
+            commit=self._commit,
+            forget=self.checkpoint.forget,
+            join_timeout_s=join_timeout(p.join_timeout_s, settings.kafka.session_timeout_ms),
+            leave_group=leave_policy(p, settings.kafka),
+            start_ms=self.replay.start_ms if self.replay is not None else None,
+        )
         #: When the challenger started failing (A/B fallbacks, shadow errors); None = fine.
         self._failing_since: float | None = None
         #: (errors, processed) of the shadow worker at the last look.
@@ -184,9 +215,19 @@ class Processor:
             group_id=p.group_id,
             client_id=client_id("processor"),
             auto_offset_reset=p.auto_offset_reset,
-            **{"message.max.bytes": max(p.max_message_bytes * 4, 1_000_000)},
+            **{
+                "message.max.bytes": max(p.max_message_bytes * 4, 1_000_000),
+                "partition.assignment.strategy": ASSIGNORS[p.assignment_strategy],
+                # A replay ends a partition at its end: librdkafka says when it got there.
+                "enable.partition.eof": Replay.from_settings(p) is not None,
+            },
         )
-        dead_letters = DeadLetterPolicy()
+        privacy = privacy_tools(settings)
+        dead_letters = DeadLetterPolicy(
+            payload=settings.dlq.payload,
+            sealer=privacy.sealer,
+            key_pseudonym=privacy.key_pseudonym,
+        )
         producer = Producer(
             settings.kafka,
             client_id=client_id("processor"),
@@ -202,6 +243,7 @@ class Processor:
             max_message_bytes=p.max_message_bytes,
             actor=client_id("processor"),
             dead_letters=dead_letters,
+            pseudonymiser=privacy.pseudonymiser,
         )
         health = health or Health()
         health.champion_loaded = True
@@ -213,6 +255,7 @@ class Processor:
             champion=champion,
             metrics=metrics or Metrics(),
             health=health,
+            audit_chain=privacy.chain(pipeline.actor),
         )
 
     # -- control -----------------------------------------------------------------------------
@@ -263,30 +306,7 @@ class Processor:
             "details": details,
         }
         value = self.pipeline.audit_serde.encode(record)
-        self.producer.produce(self.topics.audit, value, model.name.encode())
-
-    # -- rebalance ---------------------------------------------------------------------------
-
-    def _on_assign(self, partitions: list[TopicPartition]) -> None:
-        self.metrics.rebalances.labels(kind="assign").inc()
-        self.health.partitions_assigned = len(self.consumer.assignment()) or len(partitions)
-        self.metrics.assigned_partitions.set(self.health.partitions_assigned)
-        self._assigned_at = time.monotonic()
-        log.info("assigned %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
-
-    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
-        self.metrics.rebalances.labels(kind="revoke").inc()
-        self._commit()  # outputs of everything consumed so far are flushed, then committed
-        self.health.partitions_assigned = 0
-        self.metrics.assigned_partitions.set(0)
-        log.info("revoked %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
-
-    def _on_lost(self, partitions: list[TopicPartition]) -> None:
-        self.metrics.rebalances.labels(kind="lost").inc()
-        self.checkpoint.forget((tp.topic, tp.partition) for tp in partitions)
-        self.health.partitions_assigned = 0
-        self.metrics.assigned_partitions.set(0)
-        log.warning("lost %s; their uncommitted batches will be replayed", partitions)
+        self._produce_audit([value], [model.name.encode()])
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -300,12 +320,7 @@ class Processor:
             # Outside the main thread signals cannot be caught: the caller uses stop().
             with contextlib.suppress(ValueError):
                 handlers[sig] = signal.signal(sig, self._on_signal)
-        self.consumer.subscribe(
-            [self.topics.events],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        self.member.subscribe([self.topics.events])
         self.health.broker_reachable = True
         self.metrics.dependency_up.labels(dependency="kafka").set(1)
         # Everything built so far lives as long as the process: keep it out of the
@@ -314,26 +329,28 @@ class Processor:
         gc.collect()
         gc.freeze()
         started = last_input = time.monotonic()
-        self._assigned_at = None
         # Before the first assignment, joining the group counts as a grace period.
         join_grace = max(30.0, 2 * self.settings.kafka.session_timeout_ms / 1000)
         clean = False
         try:
             while self._stop_reason is None:
-                messages = self.consumer.consume(p.max_batch, wait_s)
+                messages = self.consumer.consume(self.sizer.limit, wait_s)
                 now = time.monotonic()
                 if messages:
                     last_input = now
                     self._process(messages)
                 elif exit_when_idle is not None:
-                    if self._assigned_at is not None:
-                        idle = now - max(last_input, self._assigned_at)
+                    if self.member.assigned_at is not None:
+                        idle = now - max(last_input, self.member.assigned_at)
                     else:
                         idle = now - started - join_grace
                     if idle >= exit_when_idle:
                         self.stop(f"idle for {exit_when_idle:g}s")
                 if self.checkpoint.due() or (messages and p.commit_interval_ms == 0):
                     self._commit()
+                self.member.check()
+                if self.replay is not None:
+                    self._replay_progress()
                 self._between_batches()
                 self.health.progress()
                 self.metrics.last_progress.set(time.time())
@@ -352,15 +369,25 @@ class Processor:
                 # Side paths drained above may have produced after the last pending
                 # offset was committed (shadow records): deliver those too.
                 self.producer.flush(self.settings.processor.flush_timeout_s)
-            self.consumer.close()
+            self.member.close()
             for side_path in self.side_paths:
                 self.summary.side_paths.update(side_path.report())
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             gc.unfreeze()  # what outlives the run (in tests, embedders) is collectable again
             self.summary.elapsed_s = time.monotonic() - started
+            self.summary.latency_target = self.latency.as_dict(self.sizer)
             self.summary.exit_reason = self._stop_reason or "error"
+            self.summary.replay = self.replay.report() if self.replay is not None else None
         return self.summary
+
+    def _replay_progress(self) -> None:
+        """End the partitions past the stretch, stop fetching them, stop once all ended."""
+        replay = cast(Replay, self.replay)
+        replay.reached_end(self.consumer.take_ends())
+        self.consumer.pause(replay.take_pauses() & self.member.held)
+        if replay.finished(self.member.held):
+            self.stop(replay.reason())
 
     def _commit(self) -> None:
         before = self.checkpoint.commits
@@ -449,6 +476,11 @@ class Processor:
                  role, old.version if old else "none", model.version, first)  # fmt: skip
 
     def _process(self, messages: list[Message]) -> None:
+        if self.replay is not None:
+            messages, skipped = self.replay.select(messages)
+            self.checkpoint.track(skipped)  # nothing to produce for them: done once committed
+            if not messages:
+                return
         polled = time.perf_counter()
         polled_wall = time.time()
         raw = RawBatch(
@@ -495,10 +527,30 @@ class Processor:
 
     def _produce(self, out: BatchOutput) -> None:
         topics = self.topics
-        self.producer.produce_many(topics.predictions, out.prediction_values, out.keys)
-        self.producer.produce_many(topics.audit, out.audit_values, out.keys)
+        self.producer.produce_many(
+            topics.predictions, out.prediction_values, out.ids("predictions").keys
+        )
+        self._produce_audit(out.audit_values, out.ids("audit").keys)
         for dead in out.dead_letters:
             self.producer.produce(topics.dlq, dead.value, dead.key, dead.headers)
+
+    def _produce_audit(self, values: list[bytes], keys: list[bytes | None]) -> None:
+        """Audit records, each batch a link of the audit chain (its headers) when on."""
+        if self.audit_chain is None:
+            self.producer.produce_many(self.topics.audit, values, keys)
+        else:
+            self.audit_chain.publish(self.producer.produce, self.topics.audit, values, keys)
+
+    def _pace(self, n: int, t: BatchTimings) -> None:
+        """Latency-aware batching: the next cap from this batch; the target, met or not."""
+        self.sizer.observe(taken=n, seconds=t.done - t.polled)
+        before = self.latency.over
+        self.latency.observe(n, t.produced - t.polled)
+        m = self.metrics
+        if self.latency.over != before:
+            m.latency_over_target.inc(self.latency.over - before)
+        m.latency_target_met.set(1 if self.latency.met_now else 0)
+        m.batch_limit.set(self.sizer.limit)
 
     def _account(self, raw: RawBatch, out: BatchOutput, t: BatchTimings) -> None:
         m, s = self.metrics, self.summary
@@ -524,6 +576,7 @@ class Processor:
         s.stage_seconds["produce"] += produced_at - t_produce
         m.stage_seconds.labels(stage="produce").inc(produced_at - t_produce)
         s.stage_seconds["side_paths"] += done - produced_at
+        self._pace(n, t)
         m.consumed.labels(role="events").inc(n)
         m.produced.labels(role="predictions").inc(scored)
         m.produced.labels(role="audit").inc(scored)

@@ -6,10 +6,15 @@ raises, the error is counted and logged. Nothing it does can slow down, stop or
 reorder the champion's outputs (onnxruntime releases the GIL while the challenger
 scores).
 
-Shadow records are produced through the processor's producer, so they are
-flushed by the same checkpoints; but a shadow batch still queued when the
-process dies is not replayed for the challenger alone: shadow output is
-best-effort by design, the champion's is at-least-once.
+The challenger scores on that thread; what holds the interpreter after it, building and
+encoding the shadow records, producing them and writing the challenger's rows to the
+prediction store (:func:`publish_shadow`), runs in the side-path worker process when the
+composition root gives a ``lane`` (``processor.side_paths = "process"``, the default),
+fed the columns (:class:`ShadowColumns`) and bounded like the thread's queue. Without a
+lane it runs on the thread, records produced through the processor's producer.
+
+Either way a shadow batch still queued when the process dies is not replayed for the
+challenger alone: shadow output is best-effort by design, the champion's is at-least-once.
 
 A/B routing (``streams.scoring.routing``) is different: there the challenger serves
 real traffic for a stable share of entities, inside the pipeline.
@@ -34,7 +39,7 @@ from streams.drift.psi import psi_from_samples
 from streams.ops.metrics import BatchHistogram, Metrics
 from streams.scoring.pipeline import BatchOutput, RawBatch
 from streams.scoring.routing import column_order
-from streams.scoring.side_path import BackgroundWorker
+from streams.scoring.side_path import BackgroundWorker, Lane
 from streams.scoring.store_writer import PredictionSink
 
 log = logging.getLogger(__name__)
@@ -65,6 +70,92 @@ class ShadowJob:
     columns: np.ndarray
 
 
+@dataclass
+class ShadowColumns:
+    """One shadow-scored batch, column-wise: everything a shadow record is built from.
+
+    Plain lists and numpy arrays, so it pickles cheaply to the side-path process.
+    """
+
+    event_ids: list[str]
+    sensor_ids: list[str]
+    keys: list[bytes | None]
+    champion_version: str
+    challenger_version: str
+    champion_score: np.ndarray
+    challenger_score: np.ndarray
+    #: Class labels when both are classifiers with labels, else None (object arrays).
+    champion_labels: np.ndarray | None
+    challenger_labels: np.ndarray | None
+    agree: np.ndarray
+    processed_at: int
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+
+def shadow_records(columns: ShadowColumns) -> list[dict[str, Any]]:
+    """The shadow records of one batch (schema ``shadow_record``): a pure function of the
+    columns, so it runs the same in the loop's process and in the side-path process."""
+    n = len(columns)
+    c = columns
+    champ_labels = c.champion_labels.tolist() if c.champion_labels is not None else [None] * n
+    chall_labels = c.challenger_labels.tolist() if c.challenger_labels is not None else [None] * n
+    champion_version, challenger_version = c.champion_version, c.challenger_version
+    processed_at = c.processed_at
+    return [
+        {
+            "event_id": event_id,
+            "sensor_id": sensor_id,
+            "champion_version": champion_version,
+            "challenger_version": challenger_version,
+            "champion_label": cl,
+            "challenger_label": xl,
+            "champion_score": cs,
+            "challenger_score": xs,
+            "agree": ag,
+            "processed_at": processed_at,
+        }
+        for event_id, sensor_id, cl, xl, cs, xs, ag in zip(
+            c.event_ids,
+            c.sensor_ids,
+            champ_labels,
+            chall_labels,
+            c.champion_score.tolist(),
+            c.challenger_score.tolist(),
+            c.agree.tolist(),
+            strict=True,
+        )
+    ]
+
+
+def publish_shadow(
+    columns: ShadowColumns,
+    *,
+    serde: Serde,
+    emit: Callable[[list[bytes], list[bytes | None]], None],
+    store: PredictionSink | None,
+    metrics: Metrics,
+) -> None:
+    """Encode and emit one batch's shadow records; the challenger's rows to the store."""
+    emit(serde.encode_many(shadow_records(columns)), columns.keys)
+    if store is not None:
+        labels = columns.challenger_labels
+        try:
+            store.put_batch(
+                "challenger",
+                columns.challenger_version,
+                columns.event_ids,
+                labels.tolist() if labels is not None else None,
+                columns.challenger_score.tolist(),
+            )
+        except StoreUnavailable:
+            # Only a bare PredictionStore raises; the StoreWriter (what the
+            # composition root passes) keeps the rows and counts its own gap.
+            metrics.store_gap.inc(len(columns))
+    metrics.shadow_events.labels(outcome="scored").inc(len(columns))
+
+
 class ShadowScorer:
     """Scores the challenger on the champion's feature matrix, off the hot path."""
 
@@ -82,6 +173,7 @@ class ShadowScorer:
         window: int = 10_000,
         tolerance: float = 1e-6,
         worker: bool = True,
+        lane: Lane | None = None,
     ) -> None:
         self.challenger = challenger
         self.champion_features = list(champion_features)
@@ -92,6 +184,8 @@ class ShadowScorer:
         self._serde = serde
         self._metrics = metrics
         self._store = store
+        #: Where the columns go to be published (the side-path process); None = here.
+        self.lane = lane
         self.sample_fraction = sample_fraction
         self.window = window
         self.tolerance = tolerance
@@ -143,11 +237,11 @@ class ShadowScorer:
             self._metrics.shadow_events.labels(outcome="error").inc(out.scored)
             return
         keep = self._sample(out.events.event_ids)
-        events = out.events
+        ids = out.ids("shadow")  # pseudonymised as privacy.topics says (the store's alike)
         job = ShadowJob(
-            event_ids=events.event_ids if keep is None else [events.event_ids[i] for i in keep],
-            sensor_ids=events.sensor_ids if keep is None else [events.sensor_ids[i] for i in keep],
-            keys=out.keys if keep is None else [out.keys[i] for i in keep],
+            event_ids=ids.event_ids if keep is None else [ids.event_ids[i] for i in keep],
+            sensor_ids=ids.sensor_ids if keep is None else [ids.sensor_ids[i] for i in keep],
+            keys=ids.keys if keep is None else [ids.keys[i] for i in keep],
             matrix=out.matrix if keep is None else out.matrix[keep],
             champion=out.scores if keep is None else _take(out.scores, keep),
             champion_version=out.model_version,
@@ -187,23 +281,27 @@ class ShadowScorer:
         else:
             agree = np.abs(champion.score - challenger.score) <= self.tolerance
         self._compare(champion.score, challenger.score, agree)
-        records = self._records(job, challenger, agree)
-        self._emit(self._serde.encode_many(records), job.keys)
-        if self._store is not None:
-            labels = challenger.labels.tolist() if challenger.labels is not None else None
-            try:
-                self._store.put_batch(
-                    "challenger",
-                    job.challenger.version,
-                    job.event_ids,
-                    labels,
-                    challenger.score.tolist(),
-                )
-            except StoreUnavailable:
-                # Only a bare PredictionStore raises; the StoreWriter (what the
-                # composition root passes) keeps the rows and counts its own gap.
-                self._metrics.store_gap.inc(len(job.event_ids))
-        self._metrics.shadow_events.labels(outcome="scored").inc(len(job.event_ids))
+        columns = ShadowColumns(
+            event_ids=job.event_ids,
+            sensor_ids=job.sensor_ids,
+            keys=job.keys,
+            champion_version=job.champion_version,
+            challenger_version=job.challenger.version,
+            champion_score=champion.score,
+            challenger_score=challenger.score,
+            champion_labels=champion.labels,
+            challenger_labels=challenger.labels,
+            agree=agree,
+            processed_at=job.processed_at,
+        )
+        if self.lane is None:
+            publish_shadow(
+                columns, serde=self._serde, emit=self._emit, store=self._store,
+                metrics=self._metrics,
+            )  # fmt: skip
+        elif not self.lane.submit(columns):
+            self._metrics.shadow_dropped_batches.inc()
+            self._metrics.shadow_events.labels(outcome="dropped").inc(len(columns))
 
     def _compare(self, champion: np.ndarray, challenger: np.ndarray, agree: np.ndarray) -> None:
         self.compared += int(agree.size)
@@ -220,53 +318,22 @@ class ShadowScorer:
             self._window_champion, self._window_challenger, self._window_size = [], [], 0
         self._metrics.shadow_agreement.set(self.agreed / self.compared if self.compared else 1.0)
 
-    def _records(
-        self, job: ShadowJob, challenger: Scores, agree: np.ndarray
-    ) -> list[dict[str, Any]]:
-        n = len(job.event_ids)
-        champion = job.champion
-        champ_labels = champion.labels.tolist() if champion.labels is not None else [None] * n
-        chall_labels = challenger.labels.tolist() if challenger.labels is not None else [None] * n
-        champion_version, challenger_version = job.champion_version, job.challenger.version
-        return [
-            {
-                "event_id": event_id,
-                "sensor_id": sensor_id,
-                "champion_version": champion_version,
-                "challenger_version": challenger_version,
-                "champion_label": cl,
-                "challenger_label": xl,
-                "champion_score": cs,
-                "challenger_score": xs,
-                "agree": ag,
-                "processed_at": job.processed_at,
-            }
-            for event_id, sensor_id, cl, xl, cs, xs, ag in zip(
-                job.event_ids,
-                job.sensor_ids,
-                champ_labels,
-                chall_labels,
-                champion.score.tolist(),
-                challenger.score.tolist(),
-                agree.tolist(),
-                strict=True,
-            )
-        ]
-
     def close(self) -> None:
         if self.worker is not None:
             self.worker.close()
+        if self.lane is not None:
+            self.lane.close()
 
     def report(self) -> dict[str, dict[str, Any]]:
-        w = self.worker
+        w, lane = self.worker, self.lane
         return {
             "shadow": {
                 "challenger": f"{self.challenger.name} v{self.challenger.version}",
                 "compared": self.compared,
                 "agreement": round(self.agreed / self.compared, 6) if self.compared else None,
                 "score_psi": self.last_psi,
-                "dropped_batches": w.dropped if w else 0,
-                "errors": w.errors if w else 0,
+                "dropped_batches": (w.dropped if w else 0) + (lane.dropped if lane else 0),
+                "errors": (w.errors if w else 0) + (lane.errors if lane else 0),
             }
         }
 

@@ -12,6 +12,7 @@ original Kafka record (key, bytes, topic, partition, offset) for the DLQ.
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from collections.abc import Mapping, Sequence
@@ -71,6 +72,18 @@ _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 
 def _check_fields(record: Mapping[str, Any]) -> str | None:
     """Type check of the envelope for untyped formats (JSON); Avro guarantees it."""
+    event_id, sensor_id = record.get("event_id"), record.get("sensor_id")
+    event_time = record.get("event_time")
+    if (  # the shape every good JSON event has: exact types, checked without a loop
+        type(event_id) is str
+        and event_id
+        and type(sensor_id) is str
+        and sensor_id
+        and type(event_time) is int
+        and _LONG_MIN <= event_time <= _LONG_MAX
+        and type(record.get("features")) is dict
+    ):
+        return None
     for name in ("event_id", "sensor_id"):
         value = record.get(name)
         if not isinstance(value, str) or not value:
@@ -138,6 +151,21 @@ def _row_problem(
     return "Invalid", "invalid features"  # unreachable when called on a flagged row
 
 
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def _all_numbers(features: Sequence[Mapping[str, Any]], names: Sequence[str]) -> bool:
+    """Whether every event has every feature as a real ``int`` / ``float`` (no bool, no
+    string, no None): the exact types of all values of the batch, gathered in C."""
+    getter = operator.itemgetter(*names)
+    try:
+        rows = list(map(getter, features))
+    except (KeyError, TypeError):
+        return False
+    values = rows if len(names) == 1 else itertools.chain.from_iterable(rows)
+    return set(map(type, values)) <= _NUMBER_TYPES
+
+
 def build_matrix(
     batch: EventBatch,
     names: Sequence[str],
@@ -158,7 +186,7 @@ def build_matrix(
         return np.empty((0, len(names))), [], []
     getter = operator.itemgetter(*names)
     suspect: set[int] = set()
-    if not typed:
+    if not typed and not _all_numbers(batch.features, names):
         for pos, feats in enumerate(batch.features):
             for n in names:
                 v = feats.get(n)
@@ -205,3 +233,22 @@ def build_matrix(
         reason, message = _row_problem(batch.features[p], names, lo, hi)
         rejected.append(Rejection(batch.indices[p], "validate", reason, message))
     return matrix, [int(p) for p in positions], rejected
+
+
+def check_matrix(
+    matrix: np.ndarray, names: Sequence[str], lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, list[Rejection]]:
+    """The validate stage for rows that arrive as numbers already (an HTTP tensor).
+
+    Returns the positions of the finite, in-range rows and a rejection (index = row)
+    for each other one, with the reasons and messages :func:`build_matrix` gives.
+    """
+    if matrix.shape[0] == 0:
+        return np.arange(0), []
+    ok = np.isfinite(matrix).all(axis=1) & (matrix >= lo).all(axis=1) & (matrix <= hi).all(axis=1)
+    rejected = []
+    for p in np.flatnonzero(~ok).tolist():
+        features = dict(zip(names, matrix[p].tolist(), strict=True))
+        reason, message = _row_problem(features, names, lo, hi)
+        rejected.append(Rejection(p, "validate", reason, message))
+    return np.flatnonzero(ok), rejected

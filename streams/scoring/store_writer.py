@@ -14,6 +14,11 @@ All writes, the backlog's included, happen on the writer's
 hands batches over. Other side paths (the shadow challenger) write through the
 same writer with :meth:`StoreWriter.put_batch`, so their rows share the backlog
 and the count.
+
+With ``processor.side_paths = "process"`` (the default) the :class:`StoreWriter` lives in
+the side-path worker process instead (packing Redis commands holds the interpreter), and
+the loop hands its parts to :class:`StoreHandOver`, which sends them there through a
+bounded lane: a part the lane cannot take is counted as the gap, as here.
 """
 
 from __future__ import annotations
@@ -21,14 +26,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter, deque
-from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
 
 from connectors.redis_store import StoreUnavailable
 from schemas.settings import StoreSettings
 from streams.ops.metrics import Health, Metrics
 from streams.scoring.pipeline import BatchOutput, RawBatch
-from streams.scoring.side_path import BackgroundWorker
+from streams.scoring.side_path import BackgroundWorker, Lane
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +57,37 @@ class PredictionSink(Protocol):
     ) -> None: ...
 
 
+@runtime_checkable
+class SensorIndexedSink(Protocol):
+    """A sink that also indexes events by sensor for erasure (``PredictionStore``)."""
+
+    def put_batch_indexed(
+        self,
+        variant: str,
+        model_version: str,
+        event_ids: Sequence[str],
+        labels: Sequence[str | None] | None,
+        scores: Sequence[float],
+        sensor_ids: Sequence[str] | None,
+    ) -> None: ...
+
+
 class StorePart(NamedTuple):
-    """One variant's predictions for one batch: the arguments of one ``put_batch``."""
+    """One variant's predictions for one batch: the arguments of one ``put_batch``, and the
+    events' sensor ids for the erasure index (None: not indexed)."""
 
     variant: str
     model_version: str
     event_ids: list[str]
     labels: list[str | None] | None
     scores: list[float]
+    sensor_ids: list[str] | None = None
 
     @property
     def nbytes(self) -> int:
         """Estimated memory held: the ids' lengths plus :data:`EVENT_BYTES` per event."""
-        return sum(map(len, self.event_ids)) + EVENT_BYTES * len(self.event_ids)
+        size = sum(map(len, self.event_ids)) + EVENT_BYTES * len(self.event_ids)
+        return size + (sum(map(len, self.sensor_ids)) if self.sensor_ids is not None else 0)
 
 
 class Backlog:
@@ -114,8 +137,30 @@ class Backlog:
         self.nbytes += size
 
 
+def store_parts(out: BatchOutput) -> list[StorePart]:
+    """One part per variant that served rows of the batch: what goes to the store."""
+    if out.scores is None or out.scored == 0:
+        return []
+    parts = []
+    stored = out.ids("store")  # pseudonymised as privacy.topics.store says
+    labels_all, scores_all, ids_all = out.scores.labels, out.scores.score, stored.event_ids
+    sensors_all = stored.sensor_ids
+    for variant, version, rows in out.served_parts():
+        labels = labels_all[rows].tolist() if labels_all is not None else None
+        every = len(rows) == len(ids_all)
+        ids = ids_all if every else [ids_all[i] for i in rows]
+        sensors = sensors_all if every else [sensors_all[i] for i in rows]
+        scores = scores_all[rows].tolist()
+        parts.append(StorePart(variant, version, list(ids), labels, scores, list(sensors)))
+    return parts
+
+
 class StoreWriter:
-    """Writes each served variant's predictions to Redis, off the hot path, with a backlog."""
+    """Writes each served variant's predictions to Redis, off the hot path, with a backlog.
+
+    ``worker=False``: no thread of its own, every hand-over written at once (the writer
+    inside the side-path process, which is off the loop already).
+    """
 
     def __init__(
         self,
@@ -125,8 +170,11 @@ class StoreWriter:
         *,
         max_pending: int = 16,
         backlog_max_bytes: int = StoreSettings().backlog_max_bytes,
+        worker: bool = True,
     ) -> None:
         self.store = store
+        #: The store also keeps the per-sensor erasure index (``privacy erase`` reads it).
+        self._indexed = isinstance(store, SensorIndexedSink)
         self.metrics = metrics
         self.health = health
         self.backlog = Backlog(backlog_max_bytes)
@@ -142,8 +190,10 @@ class StoreWriter:
         # stops would be queued behind its stop marker and silently lost.
         self._lifecycle = threading.Lock()
         self._closed = False
-        self.worker: BackgroundWorker[list[StorePart]] = BackgroundWorker(
-            "prediction-store", self._write, max_pending=max_pending
+        self.worker: BackgroundWorker[list[StorePart]] | None = (
+            BackgroundWorker("prediction-store", self._write, max_pending=max_pending)
+            if worker
+            else None
         )
 
     @property
@@ -153,14 +203,9 @@ class StoreWriter:
             return sum(self.gap_by_variant.values())
 
     def __call__(self, out: BatchOutput, raw: RawBatch) -> None:
-        if out.scores is None or out.scored == 0:
-            return
-        parts = []
-        for variant, version, rows in out.served_parts():
-            labels = out.scores.labels[rows].tolist() if out.scores.labels is not None else None
-            ids = [out.events.event_ids[i] for i in rows]
-            parts.append(StorePart(variant, version, ids, labels, out.scores.score[rows].tolist()))
-        self._hand_over(parts)
+        parts = store_parts(out)
+        if parts:
+            self._hand_over(parts)
 
     def put_batch(
         self,
@@ -169,6 +214,7 @@ class StoreWriter:
         event_ids: Sequence[str],
         labels: Sequence[str | None] | None,
         scores: Sequence[float],
+        sensor_ids: Sequence[str] | None = None,
     ) -> None:
         """Queue one variant's predictions for the store; never raises, never blocks on Redis."""
         part = StorePart(
@@ -177,8 +223,13 @@ class StoreWriter:
             list(event_ids),
             None if labels is None else list(labels),
             list(scores),
+            None if sensor_ids is None else list(sensor_ids),
         )
         self._hand_over([part])
+
+    def put_parts(self, parts: list[StorePart]) -> None:
+        """Queue parts built elsewhere (:func:`store_parts`, the loop's process)."""
+        self._hand_over(parts)
 
     def flush(self) -> None:
         """Ask the worker to write the backlog now, without waiting for the next batch."""
@@ -186,7 +237,10 @@ class StoreWriter:
 
     def _hand_over(self, parts: list[StorePart]) -> None:
         with self._lifecycle:
-            if self._closed:
+            if self.worker is None and not self._closed:
+                self._write(parts)
+                return
+            if self._closed or self.worker is None:
                 # Shutdown: a side path closed after this one (the shadow) drains its
                 # last parts; the worker is gone, so they are written on the caller's
                 # thread (never the scoring loop, which has stopped).
@@ -204,11 +258,11 @@ class StoreWriter:
         written = replayed = 0
         try:
             while (part := self.backlog.oldest()) is not None:
-                self.store.put_batch(*part)
+                self._put(part)
                 self.backlog.pop_oldest()
                 replayed += len(part.event_ids)
             for part in parts:
-                self.store.put_batch(*part)
+                self._put(part)
                 written += 1
         except StoreUnavailable as exc:
             for part in parts[written:]:
@@ -221,6 +275,12 @@ class StoreWriter:
         if parts:
             self.batches_written += 1
         self._up(replayed)
+
+    def _put(self, part: StorePart) -> None:
+        if self._indexed and part.sensor_ids is not None:
+            cast(SensorIndexedSink, self.store).put_batch_indexed(*part)
+        else:
+            self.store.put_batch(*part[:5])
 
     def _count_gap(self, parts: list[StorePart]) -> None:
         if not parts:
@@ -275,10 +335,13 @@ class StoreWriter:
         with self._lifecycle:
             if self._closed:
                 return
-            self.worker.drain()
-            if self.backlog:  # the worker is idle once drained: its backlog can be read
-                self.worker.submit([])
-            self.worker.close()
+            if self.worker is None:
+                self._write([])  # one last try at the backlog
+            else:
+                self.worker.drain()
+                if self.backlog:  # the worker is idle once drained: its backlog can be read
+                    self.worker.submit([])
+                self.worker.close()
             self._closed = True
             self._abandon_backlog()
 
@@ -296,3 +359,63 @@ class StoreWriter:
                 "backlog_max_bytes": self.backlog.max_bytes,
             }
         }
+
+
+class StoreHandOver:
+    """The loop's side of a :class:`StoreWriter` that lives in the side-path process.
+
+    Same surface as the writer for the loop and the shadow (a side path and a
+    :class:`PredictionSink`): parts go through ``lane``; one the lane cannot take (the
+    process is behind, or gone) is counted as the gap here, by variant, like a hand-over
+    the writer's own thread could not take. :meth:`report` is the writer's (as the process
+    last reported it) with those added.
+    """
+
+    def __init__(self, lane: Lane, metrics: Metrics, report: Callable[[], dict[str, Any]]):
+        self.lane = lane
+        self.metrics = metrics
+        self._child_report = report
+        self.gap_by_variant: Counter[str] = Counter()
+
+    @property
+    def gap_events(self) -> int:
+        child = self._child_report().get("prediction_store", {})
+        return int(child.get("gap_events", 0)) + sum(self.gap_by_variant.values())
+
+    def __call__(self, out: BatchOutput, raw: RawBatch) -> None:
+        parts = store_parts(out)
+        if parts:
+            self._hand_over(parts)
+
+    def put_batch(
+        self,
+        variant: str,
+        model_version: str,
+        event_ids: Sequence[str],
+        labels: Sequence[str | None] | None,
+        scores: Sequence[float],
+        sensor_ids: Sequence[str] | None = None,
+    ) -> None:
+        labels_list = None if labels is None else list(labels)
+        sensors = None if sensor_ids is None else list(sensor_ids)
+        ids, score_list = list(event_ids), list(scores)
+        self._hand_over([StorePart(variant, model_version, ids, labels_list, score_list, sensors)])
+
+    def _hand_over(self, parts: list[StorePart]) -> None:
+        if self.lane.submit(parts):
+            return
+        for part in parts:
+            self.gap_by_variant[part.variant] += len(part.event_ids)
+        self.metrics.store_gap.inc(sum(len(p.event_ids) for p in parts))
+
+    def close(self) -> None:
+        self.lane.close()
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        child = dict(self._child_report().get("prediction_store", {}))
+        by_variant: Counter[str] = Counter(child.get("gap_events_by_variant", {}))
+        by_variant.update(self.gap_by_variant)
+        child["gap_events_by_variant"] = dict(by_variant)
+        child["gap_events"] = sum(by_variant.values())
+        child.setdefault("batches_written", 0)
+        return {"prediction_store": child}

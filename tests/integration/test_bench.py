@@ -44,6 +44,8 @@ def test_bench_on_a_tiny_stream(make_settings: Callable[..., Settings]) -> None:
         settings,
         events=EVENTS,
         latency_events=LATENCY_EVENTS,
+        extra_rate_fractions=(0.1,),
+        json_input=True,
         soak=SOAK,
         stages=True,
         keep_topics=True,
@@ -68,6 +70,11 @@ def test_bench_on_a_tiny_stream(make_settings: Callable[..., Settings]) -> None:
         assert loop["eps"] > 0 and loop["us_per_event"] > 0 and loop["join_s"] > 0
         assert all(v >= 0 for v in loop["stage_us_per_event"].values())
     assert t["ratio"] > 0
+    # The same events JSON-encoded, through the pipeline as built.
+    json_row = t["json_input"]
+    assert json_row["pipeline"]["events"] == EVENTS
+    assert json_row["pipeline"]["outputs"]["predictions"] == EVENTS
+    assert json_row["vs_avro"] > 0
     for stage in ("decode", "validate", "score", "encode", "produce", "commit"):
         assert pipeline["stage_us_per_event"][stage] > 0, stage
 
@@ -96,15 +103,21 @@ def test_bench_on_a_tiny_stream(make_settings: Callable[..., Settings]) -> None:
         pipeline_loop["loop_ms"]["p99"] - limit_loop["loop_ms"]["p99"], abs=0.01
     )
 
+    (light,) = result["latency_more"]
+    assert light["offered_eps"] == pytest.approx(0.1 * pipeline["eps"], rel=0.01)
+    assert light["loops"]["pipeline"]["predictions_observed"] == LATENCY_EVENTS
+
     soak = result["soak"]
     assert soak["events"] == SOAK
     assert soak["rss_start_mb"] > 0 and soak["rss_end_mb"] > 0 and soak["samples"]
 
     assert result["machine"]["cores"] >= 1 and result["machine"]["cpu_model"]
     assert result["versions"]["librdkafka"] and result["broker"]["kind"] in ("embedded", "external")
-    assert set(result["targets"]) and len(result["targets"]) == 3
+    # ratio, JSON vs Avro, in-loop and processor-added p99 at 50 % and at 10 %, memory
+    assert len(result["targets"]) == 7, result["targets"]
     json.dumps(result)
     report = format_report(result)
     assert "pass-through limit" in report and "full pipeline" in report and "Soak" in report
+    assert "full pipeline, JSON input" in report and "(10% of the pipeline's max)" in report
     snippet = markdown(result)
     assert snippet.startswith("Measured with `pytest`") and "| full pipeline |" in snippet

@@ -139,7 +139,14 @@ def compose() -> dict[str, Any]:
     return data
 
 
-STREAMSCORE_SERVICES = ("model-init", "processor", "processor-gpu", "evaluator", "lag-exporter")
+STREAMSCORE_SERVICES = (
+    "model-init",
+    "processor",
+    "processor-gpu",
+    "evaluator",
+    "autopilot",
+    "lag-exporter",
+)
 
 
 # --------------------------------------------------------------------------- metric names
@@ -249,8 +256,9 @@ def test_promtool_alert_unit_tests(tmp_path: Path) -> None:
 
 def test_prometheus_config_scrapes_every_streamscore_process() -> None:
     config = load_yaml(PROMETHEUS_CONFIG)
-    assert config["rule_files"] == ["alerts.yml"]
+    assert config["rule_files"] == ["alerts.yml", "autopilot-alerts.yml"]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["streamscore-autopilot"]["static_configs"][0]["targets"] == ["autopilot:9110"]
     port = MetricsSettings().port
     processor = jobs["streamscore-processor"]["dns_sd_configs"][0]
     assert "processor" in processor["names"] and processor["port"] == port
@@ -454,6 +462,119 @@ def test_compose_config_validates_with_the_docker_client() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- compose: secrets
+
+ENV_EXAMPLE = REPO / ".env.example"
+#: Environment names that hold a secret.
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|USER_INFO|API_KEY", re.IGNORECASE)
+#: A compose reference to a variable of the env file, with no default.
+VARIABLE = re.compile(r"\$\{(\w+)\}")
+
+
+def service_environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def script(service: dict[str, Any], key: str = "command") -> str:
+    value = service.get(key) or []
+    return "\n".join(value) if isinstance(value, list) else str(value)
+
+
+def test_compose_holds_no_literal_password() -> None:
+    """Every secret is a ``${VAR}`` of the env file: no literal, no ``${VAR:-default}``."""
+    services = compose()["services"]
+    secrets = {}
+    for name, service in services.items():
+        for key, value in service_environment(service).items():
+            if SECRET_NAME.search(key) and not key.endswith(("_FILE", "_CREDENTIALS")):
+                assert VARIABLE.fullmatch(value), f"{name}: {key} = {value!r} is not ${{VAR}}"
+                secrets[(name, key)] = value
+    assert secrets[("grafana", "GF_SECURITY_ADMIN_PASSWORD")] == "${GRAFANA_ADMIN_PASSWORD}"
+    assert secrets[("processor", "STREAMSCORE_KAFKA__SASL_PASSWORD")] == "${KAFKA_SASL_PASSWORD}"
+    text = COMPOSE.read_text()
+    for variable in set(VARIABLE.findall(" ".join(secrets.values()))):
+        assert f"${{{variable}:-" not in text and f"${{{variable}-" not in text, variable
+
+
+def test_compose_services_refuse_to_start_without_their_secret() -> None:
+    services = compose()["services"]
+    assert '-z "$$REDIS_PASSWORD"' in script(services["redis"])
+    assert '-z "$$GF_SECURITY_ADMIN_PASSWORD"' in script(services["grafana"], "entrypoint")
+    init = script(services["kafka-secrets"])
+    assert "KAFKA_TLS_STORE_PASSWORD KAFKA_SASL_PASSWORD" in init and "is not set" in init
+
+
+def test_compose_redis_requires_a_password_from_a_variable() -> None:
+    services = compose()["services"]
+    redis = services["redis"]
+    assert service_environment(redis)["REDIS_PASSWORD"] == "${REDIS_PASSWORD}"
+    command = script(redis)
+    # requirepass arrives on stdin (config file "-"), never as an argument anyone can list
+    assert "redis-server -" in command and "requirepass $$REDIS_PASSWORD" in command
+    assert "--requirepass" not in command
+    assert "REDISCLI_AUTH" in " ".join(redis["healthcheck"]["test"])
+    for name in STREAMSCORE_SERVICES:
+        env = service_environment(services[name])
+        assert env["STREAMSCORE_REDIS__PASSWORD"] == "${REDIS_PASSWORD}", name
+        assert "@" not in env["STREAMSCORE_REDIS__URL"], name  # no password in the URL
+
+
+def test_compose_mlflow_is_on_an_internal_network_only() -> None:
+    data = compose()
+    mlflow = data["services"]["mlflow"]
+    assert "ports" not in mlflow
+    assert mlflow["networks"] == ["registry"]
+    assert data["networks"]["registry"]["internal"] is True
+    for name in STREAMSCORE_SERVICES:
+        assert "registry" in data["services"][name]["networks"], name
+
+
+def test_compose_kafka_speaks_sasl_ssl_on_every_advertised_listener() -> None:
+    services = compose()["services"]
+    kafka = service_environment(services["kafka"])
+    protocols = dict(
+        pair.split(":") for pair in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    advertised = [item.split("://")[0] for item in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")]
+    assert advertised and all(protocols[name] == "SASL_SSL" for name in advertised)
+    assert protocols[kafka["KAFKA_INTER_BROKER_LISTENER_NAME"]] == "SASL_SSL"
+    assert kafka["KAFKA_SASL_ENABLED_MECHANISMS"] == "PLAIN"
+    assert kafka["KAFKA_CONTROLLER_LISTENER_NAMES"] not in advertised
+    assert all("9093" not in str(port) for port in services["kafka"].get("ports", []))
+    assert "kafka-secrets:/etc/kafka/secrets:ro" in services["kafka"]["volumes"]
+    for name in STREAMSCORE_SERVICES:
+        service = services[name]
+        env = service_environment(service)
+        assert env["STREAMSCORE_KAFKA__SECURITY_PROTOCOL"] == "SASL_SSL", name
+        assert env["STREAMSCORE_KAFKA__SSL_CA_LOCATION"] == "/etc/streamscore/tls/ca.pem", name
+        volumes = service["volumes"]
+        assert "kafka-ca:/etc/streamscore/tls:ro" in volumes, name
+        assert not any(v.startswith("kafka-secrets:") for v in volumes), name  # no key, no JAAS
+    assert "--command-config" in script(services["topics"])
+
+
+def test_env_example_lists_every_secret_variable_with_no_value() -> None:
+    """The env file the user creates: every variable compose needs, none given a value."""
+    needed = set(VARIABLE.findall(COMPOSE.read_text()))
+    assigned = dict(
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert needed == set(assigned), needed ^ set(assigned)
+    assert all(value == "" for value in assigned.values()), assigned
+
+
+def test_dockerfile_bakes_in_no_secret() -> None:
+    for op, arg in dockerfile_instructions():
+        if op in {"ENV", "ARG", "LABEL"}:
+            names = re.findall(r"(\w+)=", arg) or [arg.split()[0]]
+            assert not any(SECRET_NAME.search(name) for name in names), (op, arg)
 
 
 # --------------------------------------------------------------------------- Dockerfile

@@ -35,7 +35,7 @@ def drift_records() -> list[dict[str, Any]]:
     """temp drifts for three windows and recovers; the score steps up once."""
     settings = DriftSettings(
         window_events=100, min_window_events=1, clear_windows=2, cooldown_windows=0,
-        retrain_after_windows=2,
+        retrain_after_windows=2, score_detector="adwin",
     )  # fmt: skip
     monitor = DriftMonitor(profile(), "shuttle-gbm", "3", settings, clock=lambda: T0 + 5)
     calm = np.array([[-0.5, -0.5], [0.5, 0.5], [0.5, -0.5], [-0.5, 0.5], [1.5, 1.5]] * 20)
@@ -117,3 +117,28 @@ def test_cli_report_from_jsonl(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", "--input", str(bad), "--output", str(output)])
     assert result.exit_code == 1
     assert re.search(r"bad\.jsonl:1: missing field\(s\): status, detector", result.output)
+
+
+def test_two_sample_tests_and_what_raised_each_incident() -> None:
+    settings = DriftSettings(
+        window_events=100, check_events=50, min_window_events=1, clear_windows=1,
+        cooldown_windows=0,
+    )  # fmt: skip
+    monitor = DriftMonitor(profile(), "shuttle-gbm", "3", settings, clock=lambda: T0 + 5)
+    calm = np.array([[-0.5, -0.5], [0.5, 0.5], [0.5, -0.5], [-0.5, 0.5], [1.5, 1.5]] * 10)
+    hot = calm.copy()
+    hot[:, 0] = 1.5
+    # temp turns hot at the start of the fourth window: the hop at its middle opens.
+    matrix = np.concatenate([calm] * 6 + [hot] * 3 + [calm] * 4)
+    records = []
+    for a in range(0, len(matrix), 25):
+        offsets = np.arange(a, a + 25)
+        records += monitor.update(matrix[a : a + 25], None, offsets, T0 + offsets)
+    assert records[0]["hop"] is True and records[0]["trigger"] in ("ks", "chi2")
+    page = render_drift_report(records)
+    assert "<h2>Two-sample tests: KS and chi-squared</h2>" in page
+    assert " (hop)</td>" in page
+    assert "No distribution records." in page
+    [temp] = incidents(records)
+    assert temp["raised_by"][0] == records[0]["trigger"]
+    assert "psi" in temp["raised_by"]

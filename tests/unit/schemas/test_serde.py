@@ -15,7 +15,7 @@ import pytest
 
 from schemas.catalog import SCHEMA_NAMES, _strip_logical_types, load_schema, schema_text
 from schemas.errors import DecodeError
-from schemas.serde import AvroSerde, ConfluentAvroSerde, JsonSerde, make_serde
+from schemas.serde import AvroSerde, ConfluentAvroSerde, JsonSerde, _to_millis, make_serde
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z in epoch milliseconds
 
@@ -81,6 +81,9 @@ RECORDS: dict[str, dict[str, Any]] = {
         "window_events": 11,
         "model_name": "shuttle-gbm",
         "model_version": "3",
+        "trigger": "chi2",
+        "hop": True,
+        "tests": [{"test": "chi2", "statistic": 80.0, "threshold": 64.7, "severity": "alert"}],
         "top_bins": [{"bin": "(1, 2]", "reference": 0.1, "current": 0.4, "contribution": 0.3}],
         "detected_at": T0 + 1001,
     },
@@ -350,3 +353,69 @@ def test_make_serde_refuses_unknown_format_and_confluent_without_registry() -> N
         make_serde("protobuf", "prediction")
     with pytest.raises(ValueError, match="Schema Registry"):
         make_serde("avro-confluent", "prediction")
+
+
+# -- JSON: the fast parser and the standard library agree -------------------------------------
+
+#: Inputs where parsers are known to differ: big integers, NaN / Infinity, lone surrogates,
+#: a byte-order mark, UTF-16, control characters, deep nesting, duplicate keys, bad bytes.
+JSON_EDGES: list[bytes] = [
+    b'{"event_id":"e","sensor_id":"s","event_time":123456789012345678901234567890,"features":{}}',
+    b'{"event_id":"e","sensor_id":"s","event_time":1,"features":{"a":-9223372036854775809}}',
+    b'{"event_id":"e","sensor_id":"s","event_time":1,"features":{"a":1e400}}',
+    b'{"event_id":"e","sensor_id":"s","event_time":1,"features":{"a":NaN,"b":-Infinity}}',
+    b'{"event_id":"\\ud800","sensor_id":"s","event_time":1,"features":{}}',
+    b'\xef\xbb\xbf{"event_id":"e","sensor_id":"s","event_time":1,"features":{}}',
+    '{"event_id":"é","sensor_id":"s","event_time":1,"features":{}}'.encode("utf-16"),
+    b'{"event_id":"e\x01","sensor_id":"s","event_time":1,"features":{}}',
+    b'{"event_id":"e","event_id":"f","sensor_id":"s","event_time":1,"features":{}}',
+    b'{"event_id":"e","sensor_id":"s","event_time":1,"features":'
+    + b"[" * 5000
+    + b"]" * 5000
+    + b"}",
+    b'{"event_id":"e","sensor_id":"s","event_time":1,"features":{"a":' + b"9" * 5000 + b"}}",
+    b'{"event_id":"e","sensor_id":"s","event_time":"2024-01-01T00:00:00Z","features":{}}',
+    b'{"event_id":"e","sensor_id":"s","event_time":true,"features":{}}',
+    b'{"event_id":"e","sensor_id":"s","event_time":1.5,"features":{}}',
+    b'{"event_id":"e\xff","sensor_id":"s","event_time":1,"features":{}}',
+    b'{"event_id":"e","sensor_id":"s","event_time":1,"features":{}}  \n',
+    b'{"event_id":"e","sensor_id":"s","event_time":1,"features":{}}x',
+    b'{"event_id":"e","sensor_id":"s","features":{}}',
+    b"[1, 2]",
+    b"",
+]
+
+
+def _stdlib_verdict(serde: JsonSerde, data: bytes) -> Any:
+    """What the decoder gave before the fast parser: ``json.loads`` and the same checks."""
+    try:
+        record = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        return ("DecodeError", f"not JSON: {exc}")
+    if not isinstance(record, dict):
+        return ("DecodeError", "a sensor_event must be a JSON object")
+    missing = [n for n in ("event_id", "sensor_id", "event_time", "features") if n not in record]
+    if missing:
+        return ("DecodeError", f"missing field(s): {', '.join(missing)}")
+    try:
+        if record.get("event_time") is not None:
+            record["event_time"] = _to_millis(record["event_time"], "event_time")
+    except DecodeError as exc:
+        return ("DecodeError", str(exc))
+    return record
+
+
+@pytest.mark.parametrize("data", JSON_EDGES, ids=range(len(JSON_EDGES)))
+def test_json_decode_gives_the_standard_librarys_values_and_messages(data: bytes) -> None:
+    serde = JsonSerde("sensor_event")
+    try:
+        got: Any = serde.decode(data)
+    except DecodeError as exc:
+        got = ("DecodeError", str(exc))
+    expected = _stdlib_verdict(serde, data)
+    assert got == expected
+    if isinstance(expected, dict):  # same types too: an int stays an int, a float a float
+        assert [type(v) for v in got["features"].values()] == [
+            type(v) for v in expected["features"].values()
+        ]
+        assert type(got["event_time"]) is type(expected["event_time"])

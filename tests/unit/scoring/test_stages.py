@@ -302,3 +302,67 @@ def test_event_batch_select_keeps_columns_aligned() -> None:
     assert picked.event_ids == ["e8", "e5"]
     assert picked.features == [{"a": 3.0}, {"a": 1.0}]
     assert len(picked) == 2
+
+
+# -- the JSON fast paths agree with the per-value checks ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1, 1.5, True, "1.5", None, [1.0], {"x": 1}, 10**400, float("nan")],
+    ids=["int", "float", "bool", "str", "none", "list", "dict", "huge", "nan"],
+)
+def test_json_batch_with_one_odd_value_rejects_exactly_that_row(value: Any) -> None:
+    good = {"a": 0.5, "b": 1.0, "c": 11.0}
+    odd = {**good, "b": value}
+    batch = batch_of(good, odd, good, indices=[0, 1, 2])
+    matrix, positions, rejected = build_matrix(batch, NAMES, LO, HI, typed=False)
+    typed_matrix, _, _ = build_matrix(
+        batch_of(good, good, indices=[0, 2]), NAMES, LO, HI, typed=True
+    )
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 5:
+        assert positions == [0, 1, 2] and rejected == []
+        return
+    assert positions == [0, 2]
+    np.testing.assert_array_equal(matrix, typed_matrix)
+    assert [r.index for r in rejected] == [1]
+
+
+def _envelope(**fields: Any) -> dict[str, Any]:
+    return {"event_id": "e", "sensor_id": "s", "event_time": 1, "features": {}, **fields}
+
+
+@pytest.mark.parametrize(
+    ("record", "reason", "message"),
+    [
+        (_envelope(), None, None),
+        (_envelope(event_id=""), "InvalidField", "event_id must be a non-empty string"),
+        (_envelope(sensor_id=7), "InvalidField", "sensor_id must be a non-empty string"),
+        (
+            _envelope(event_time=True),
+            "Undecodable",
+            "event_time must be epoch milliseconds or ISO-8601, got a boolean",
+        ),
+        (
+            _envelope(event_time=2**63),
+            "InvalidField",
+            f"event_time {2**63} is outside the range of a 64-bit long",
+        ),
+        (
+            _envelope(features=[1.0]),
+            "InvalidField",
+            "features must be an object of feature name to number",
+        ),
+    ],
+    ids=["good", "empty-id", "int-sensor", "bool-time", "long-overflow", "list-features"],
+)
+def test_json_envelope_fast_path_gives_the_same_reason(
+    record: dict[str, Any], reason: str | None, message: str | None
+) -> None:
+    values: list[bytes | None] = [json.dumps(record).encode()]
+    batch, rejected = decode_events(values, [0], JsonSerde("sensor_event"), typed=False)
+    if reason is None:
+        assert len(batch) == 1 and rejected == []
+    else:
+        assert len(batch) == 0
+        assert rejected == [Rejection(0, "decode", reason, message or "")]
