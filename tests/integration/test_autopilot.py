@@ -541,4 +541,10 @@ def test_end_to_end_a_retrained_challenger_is_promoted_and_swapped_in_without_lo
     predicted = {serde.decode(r.value)["event_id"] for r in predictions if r.value is not None}
     summary = processor.summary.as_dict()
     produced = {source.factory.event_id(n) for n in range(source.produced)}
-    assert len(predicted) == source.produced, (sorted(produced - predicted)[:10], summary)
+    # Nothing is lost: every event is predicted, or dead-lettered with a reason (the new
+    # champion's profile, learnt on the shifted stream, may find an event out of range).
+    events = topic_serde(settings, "events")
+    dead_letters = read_topic(settings, t.dlq, summary["dead_letters"], timeout=30)
+    dead = {events.decode(r.value)["event_id"] for r in dead_letters if r.value is not None}
+    assert len(dead) == summary["dead_letters"] <= 10, summary
+    assert predicted | dead == produced, (sorted(produced - predicted - dead)[:10], summary)
