@@ -11,6 +11,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from connectors.kafka import Admin
+from schemas.settings import KafkaSettings
 from streams.ops.metrics import Health, Metrics
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,20 @@ class BrokerProbe:
         self.checks = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="broker-probe", daemon=True)
+
+    @classmethod
+    def for_kafka(
+        cls, kafka: KafkaSettings, metrics: Metrics, health: Health, *, interval_s: float = 5.0
+    ) -> BrokerProbe:
+        """A probe of the cluster ``kafka`` names, through one quiet admin client."""
+        admin = Admin(kafka, quiet=True)
+        return cls(
+            lambda: admin.reachable(timeout=3.0),
+            metrics,
+            health,
+            address=kafka.bootstrap_servers,
+            interval_s=interval_s,
+        )
 
     def start(self) -> BrokerProbe:
         self._thread.start()

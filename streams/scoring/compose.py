@@ -10,7 +10,7 @@ import logging
 import multiprocessing
 from typing import Any
 
-from connectors.kafka import Admin, ensure_topics
+from connectors.kafka import ensure_topics
 from connectors.schema_registry import topic_serde
 from models.serving import ServingModel
 from schemas.errors import ConfigError, InfrastructureError, ModelError
@@ -128,13 +128,8 @@ def build_processor(
 
     if settings.metrics.enabled:
         processor.closables.append(_lag_refresher(settings, metrics).start())
-    admin = Admin(settings.kafka, quiet=True)
-    probe = BrokerProbe(
-        lambda: admin.reachable(timeout=3.0),
-        metrics,
-        health,
-        address=settings.kafka.bootstrap_servers,
-        interval_s=settings.metrics.broker_probe_interval_s,
+    probe = BrokerProbe.for_kafka(
+        settings.kafka, metrics, health, interval_s=settings.metrics.broker_probe_interval_s
     )
     processor.closables.append(probe.start())
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from connectors.kafka import Admin, Producer, client_id, ensure_topics
+from connectors.kafka import Producer, client_id, ensure_topics
 from connectors.schema_registry import topic_serde
 from models.serving import ServingModel
 from schemas.errors import ConfigError, InfrastructureError, ModelError
@@ -116,13 +116,8 @@ def _publisher(settings: Settings, metrics: Metrics, health: Health) -> tuple[Pu
     s = settings.serve
     timeout: dict[str, Any] = {"message.timeout.ms": int(s.delivery_timeout_s * 1000)}
     producer = Producer(settings.kafka, client_id=client_id("serve"), linger_ms=5, **timeout)
-    admin = Admin(settings.kafka, quiet=True)
-    probe = BrokerProbe(
-        lambda: admin.reachable(timeout=3.0),
-        metrics,
-        health,
-        address=settings.kafka.bootstrap_servers,
-        interval_s=settings.metrics.broker_probe_interval_s,
+    probe = BrokerProbe.for_kafka(
+        settings.kafka, metrics, health, interval_s=settings.metrics.broker_probe_interval_s
     )
     if probe.check():
         try:
