@@ -86,7 +86,7 @@ def _names(partitions: Iterable[TopicPartition]) -> list[str]:
 
 
 class GroupMember:
-    """Handles this member's rebalances; the loop calls :meth:`check` and :meth:`settle`."""
+    """Handles this member's rebalances; the loop calls :meth:`check`, then :meth:`close`."""
 
     def __init__(
         self,
@@ -180,8 +180,8 @@ class GroupMember:
         after = "joining" if self.assigned_at is None else "its last revoke"
         problem = (
             f"no assignment from group {group} {waited:.0f}s after {after}: the join has not "
-            "ended. The embedded broker keeps a group stuck once a member leaves in the middle "
-            "of a join; fix: restart it (`streamscore down && streamscore up`, its storage is "
+            "ended. The embedded broker keeps a group stuck once a member leaves during a "
+            "rebalance; fix: restart it (`streamscore down && streamscore up`, its storage is "
             "in memory) or set a new processor.group_id. Elsewhere, check the broker's group "
             "coordinator."
         )
@@ -192,7 +192,7 @@ class GroupMember:
         """Leave the group: with a LeaveGroup, or by letting the session expire."""
         leave = self.leave_group()
         if not leave:
-            log.info("leaving group %s without a LeaveGroup (it is rebalancing): its %d "
+            log.info("leaving group %s without a LeaveGroup (processor.leave_group): its %d "
                      "partition(s) move once the session times out",
                      self.consumer.group_id, len(self.held))  # fmt: skip
         self.consumer.close(leave_group=leave)

@@ -329,7 +329,7 @@ class Processor:
         gc.collect()
         gc.freeze()
         started = last_input = time.monotonic()
-        # Before the first assignment, joining the group counts as a grace period.
+        # Joining the group (at the start, in a rebalance) counts as a grace period.
         join_grace = max(30.0, 2 * self.settings.kafka.session_timeout_ms / 1000)
         clean = False
         try:
@@ -340,10 +340,11 @@ class Processor:
                     last_input = now
                     self._process(messages)
                 elif exit_when_idle is not None:
-                    if self.member.assigned_at is not None:
-                        idle = now - max(last_input, self.member.assigned_at)
+                    joining, assigned = self.member.joining_since, self.member.assigned_at
+                    if joining is not None:  # a rebalance is no idleness (up to the grace)
+                        idle = now - joining - join_grace
                     else:
-                        idle = now - started - join_grace
+                        idle = now - max(last_input, assigned or started)
                     if idle >= exit_when_idle:
                         self.stop(f"idle for {exit_when_idle:g}s")
                 if self.checkpoint.due() or (messages and p.commit_interval_ms == 0):
