@@ -162,10 +162,18 @@ def _check_toml(path: Path) -> None:
         )
 
 
+#: Environment names reserved for the test suite (see tests/conftest.py).
+TEST_PREFIX = ENV_PREFIX + "TEST_"
+
+
 def check_environment(environ: Mapping[str, str]) -> None:
-    """Refuse ``STREAMSCORE_*`` variables that name no setting (pydantic ignores them)."""
+    """Refuse ``STREAMSCORE_*`` variables that name no setting (pydantic ignores them).
+
+    ``STREAMSCORE_TEST_*`` is the test suite's own namespace (an external broker or Redis
+    for the integration tests) and names no setting by design.
+    """
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name.startswith(TEST_PREFIX):
             continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
         model: type[BaseModel] | None = Settings

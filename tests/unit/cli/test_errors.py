@@ -102,3 +102,12 @@ def test_help_does_not_import_the_heavy_parts(in_tmp: Path) -> None:
         [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_test_suites_own_variables_are_not_settings_and_not_refused() -> None:
+    from schemas.errors import ConfigError
+    from schemas.settings import check_environment
+
+    check_environment({"STREAMSCORE_TEST_KAFKA": "127.0.0.1:1", "STREAMSCORE_TEST_REDIS": "x"})
+    with pytest.raises(ConfigError, match="STREAMSCORE_TESTS"):
+        check_environment({"STREAMSCORE_TESTS": "1"})
