@@ -105,7 +105,9 @@ def test_bench_on_a_tiny_stream(make_settings: Callable[..., Settings]) -> None:
 
     (light,) = result["latency_more"]
     assert light["offered_eps"] == pytest.approx(0.1 * pipeline["eps"], rel=0.01)
-    assert light["loops"]["pipeline"]["predictions_observed"] == LATENCY_EVENTS
+    # At least once: a rebalance during the run may replay a few predictions.
+    observed = light["loops"]["pipeline"]["predictions_observed"]
+    assert LATENCY_EVENTS <= observed <= 1.1 * LATENCY_EVENTS
 
     soak = result["soak"]
     assert soak["events"] == SOAK
