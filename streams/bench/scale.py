@@ -54,7 +54,8 @@ def processor_env(settings: Settings, **processor: str) -> dict[str, str]:
     group and models; ``processor`` adds ``STREAMSCORE_PROCESSOR__<NAME>`` values. Metrics
     are off (no port to share)."""
     env = {
-        **os.environ,
+        # STREAMSCORE_TEST_* configure the test suite, not the processor it starts
+        **{k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_TEST_")},
         "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "STREAMSCORE_KAFKA__EMBEDDED": str(settings.kafka.is_embedded).lower(),
         "STREAMSCORE_REDIS__URL": settings.redis.url,
