@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
@@ -155,7 +156,41 @@ def store_parts(out: BatchOutput) -> list[StorePart]:
     return parts
 
 
-class StoreWriter:
+class _PartsIntake(ABC):
+    """How predictions reach a store writer: a batch's output (as a side path) or one
+    variant's rows (as a :class:`PredictionSink`, for the shadow); ``_hand_over`` takes it."""
+
+    @abstractmethod
+    def _hand_over(self, parts: list[StorePart]) -> None:
+        """Each writer hands parts over its own way (its thread, or the side-path process)."""
+
+    def __call__(self, out: BatchOutput, raw: RawBatch) -> None:
+        parts = store_parts(out)
+        if parts:
+            self._hand_over(parts)
+
+    def put_batch(
+        self,
+        variant: str,
+        model_version: str,
+        event_ids: Sequence[str],
+        labels: Sequence[str | None] | None,
+        scores: Sequence[float],
+        sensor_ids: Sequence[str] | None = None,
+    ) -> None:
+        """Hand over one variant's predictions; never raises, never blocks on Redis."""
+        part = StorePart(
+            variant,
+            model_version,
+            list(event_ids),
+            None if labels is None else list(labels),
+            list(scores),
+            None if sensor_ids is None else list(sensor_ids),
+        )
+        self._hand_over([part])
+
+
+class StoreWriter(_PartsIntake):
     """Writes each served variant's predictions to Redis, off the hot path, with a backlog.
 
     ``worker=False``: no thread of its own, every hand-over written at once (the writer
@@ -201,31 +236,6 @@ class StoreWriter:
         """Predictions never written, every variant: the writer's share of the gap metric."""
         with self._gap_lock:
             return sum(self.gap_by_variant.values())
-
-    def __call__(self, out: BatchOutput, raw: RawBatch) -> None:
-        parts = store_parts(out)
-        if parts:
-            self._hand_over(parts)
-
-    def put_batch(
-        self,
-        variant: str,
-        model_version: str,
-        event_ids: Sequence[str],
-        labels: Sequence[str | None] | None,
-        scores: Sequence[float],
-        sensor_ids: Sequence[str] | None = None,
-    ) -> None:
-        """Queue one variant's predictions for the store; never raises, never blocks on Redis."""
-        part = StorePart(
-            variant,
-            model_version,
-            list(event_ids),
-            None if labels is None else list(labels),
-            list(scores),
-            None if sensor_ids is None else list(sensor_ids),
-        )
-        self._hand_over([part])
 
     def put_parts(self, parts: list[StorePart]) -> None:
         """Queue parts built elsewhere (:func:`store_parts`, the loop's process)."""
@@ -361,7 +371,7 @@ class StoreWriter:
         }
 
 
-class StoreHandOver:
+class StoreHandOver(_PartsIntake):
     """The loop's side of a :class:`StoreWriter` that lives in the side-path process.
 
     Same surface as the writer for the loop and the shadow (a side path and a
@@ -381,25 +391,6 @@ class StoreHandOver:
     def gap_events(self) -> int:
         child = self._child_report().get("prediction_store", {})
         return int(child.get("gap_events", 0)) + sum(self.gap_by_variant.values())
-
-    def __call__(self, out: BatchOutput, raw: RawBatch) -> None:
-        parts = store_parts(out)
-        if parts:
-            self._hand_over(parts)
-
-    def put_batch(
-        self,
-        variant: str,
-        model_version: str,
-        event_ids: Sequence[str],
-        labels: Sequence[str | None] | None,
-        scores: Sequence[float],
-        sensor_ids: Sequence[str] | None = None,
-    ) -> None:
-        labels_list = None if labels is None else list(labels)
-        sensors = None if sensor_ids is None else list(sensor_ids)
-        ids, score_list = list(event_ids), list(scores)
-        self._hand_over([StorePart(variant, model_version, ids, labels_list, score_list, sensors)])
 
     def _hand_over(self, parts: list[StorePart]) -> None:
         if self.lane.submit(parts):
