@@ -21,7 +21,7 @@ import io
 import json
 import math
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -29,7 +29,7 @@ import msgspec
 from fastavro import schemaless_reader, schemaless_writer
 
 from schemas.catalog import load_schema
-from schemas.codec import Codec, UnsupportedSchema, compile_codec
+from schemas.codec import Codec, Column, UnsupportedSchema, compile_codec, records_from_columns
 from schemas.errors import DecodeError, InfrastructureError
 
 Record = dict[str, Any]
@@ -45,6 +45,11 @@ class Serde(Protocol):
     def decode(self, data: bytes) -> Record: ...
 
     def encode_many(self, records: Sequence[Record]) -> list[bytes]: ...
+
+    def encode_columns(self, columns: Mapping[str, Column], n: int) -> list[bytes]:
+        """``n`` records given as columns (``schemas.codec.columns``): the bytes of
+        ``encode_many(records_from_columns(columns, n))``."""
+        ...
 
 
 class AvroSerde:
@@ -85,6 +90,11 @@ class AvroSerde:
             schemaless_writer(buf, schema, record)
             append(buf.getvalue())
         return out
+
+    def encode_columns(self, columns: Mapping[str, Column], n: int) -> list[bytes]:
+        if self._codec is not None:
+            return self._codec.columns.encode(columns, n)
+        return self.encode_many(records_from_columns(columns, n))
 
     def decode(self, data: bytes) -> Record:
         if self._codec is not None:
@@ -134,6 +144,10 @@ class ConfluentAvroSerde:
     def encode_many(self, records: Sequence[Record]) -> list[bytes]:
         header = self._header
         return [header + body for body in self._inner.encode_many(records)]
+
+    def encode_columns(self, columns: Mapping[str, Column], n: int) -> list[bytes]:
+        header = self._header
+        return [header + body for body in self._inner.encode_columns(columns, n)]
 
     def decode(self, data: bytes) -> Record:
         if len(data) < 5:
@@ -221,6 +235,9 @@ class JsonSerde:
     def encode_many(self, records: Sequence[Record]) -> list[bytes]:
         dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
         return [dumps(r).encode() for r in records]
+
+    def encode_columns(self, columns: Mapping[str, Column], n: int) -> list[bytes]:
+        return self.encode_many(records_from_columns(columns, n))
 
     def decode(self, data: bytes) -> Record:
         try:

@@ -44,6 +44,7 @@ Use::
 
     codec = compile_codec(load_schema("sensor_event"))   # once, at start-up
     values = codec.encode_many(records)                    # list[bytes]
+    values = codec.columns.encode({"event_id": ids, "model": Same("m"), ...}, n)
     records = codec.decode_many(values)                    # record or DecodeError each
     record = codec.decode(value)                           # raises DecodeError
 
@@ -64,13 +65,24 @@ from typing import Any, TypeAlias
 
 import fastavro
 
+from schemas.codec.columns import Column, ColumnEncoder, KeyedRows, Same, records_from_columns
 from schemas.codec.decode import _DECODE_ERRORS, DECODE_RUNTIME, _DecodeSource, _Malformed
 from schemas.codec.encode import _RECOVERABLE, ENCODE_RUNTIME, _EncodeSource
 from schemas.codec.schema import UnsupportedSchema, _model, _Optional, _Prim, _Rec
 from schemas.codec.source import _indent, _printable
 from schemas.errors import DecodeError
 
-__all__ = ["BytesLike", "Codec", "Record", "UnsupportedSchema", "compile_codec"]
+__all__ = [
+    "BytesLike",
+    "Codec",
+    "Column",
+    "KeyedRows",
+    "Record",
+    "Same",
+    "UnsupportedSchema",
+    "compile_codec",
+    "records_from_columns",
+]
 
 Record = dict[str, Any]
 BytesLike: TypeAlias = bytes | bytearray | memoryview
@@ -188,6 +200,8 @@ class Codec:
         repr=False
     )
     _fallbacks: list[int] = field(repr=False)
+    #: ``encode(columns, n)``: a batch given as columns (``schemas.codec.columns``).
+    columns: ColumnEncoder = field(repr=False)
 
     @property
     def fallbacks(self) -> int:
@@ -265,6 +279,7 @@ def compile_codec(schema: Any) -> Codec:
         decode=ns["decode"],
         decode_many=ns["decode_many"],
         _fallbacks=fallbacks,
+        columns=ColumnEncoder(root, encode_many),
     )
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from models.runtime import OnnxModel, Scores
+from schemas.codec import Column
 from streams.bench.common import BenchError, Progress
 from streams.bench.feed import Topics
 from streams.bench.loops import LoopRun, fastest, run_pipeline
@@ -51,6 +52,9 @@ class CannedDecode:
     def encode_many(self, records: Sequence[Record]) -> list[bytes]:
         return self._inner.encode_many(records)
 
+    def encode_columns(self, columns: Mapping[str, Column], n: int) -> list[bytes]:
+        return self._inner.encode_columns(columns, n)
+
 
 class CannedEncode:
     """Output serde whose ``encode_many`` returns one real encoded record per input."""
@@ -68,6 +72,9 @@ class CannedEncode:
 
     def encode_many(self, records: Sequence[Record]) -> list[bytes]:
         return [self._sample] * len(records)
+
+    def encode_columns(self, columns: Mapping[str, Column], n: int) -> list[bytes]:
+        return [self._sample] * n
 
 
 class CannedModel(OnnxModel):

@@ -22,6 +22,7 @@ import numpy as np
 
 from models.runtime import Scores
 from models.serving import ServingModel
+from schemas.codec import Column, KeyedRows, Same
 from schemas.errors import Rejection
 from schemas.serde import Serde
 from streams.privacy.pseudonym import Identities, Pseudonymiser
@@ -212,35 +213,27 @@ class ScoringPipeline:
         return self.dead_letter_policy.build(raw.keys[i], raw.values[i], headers, r)
 
     def _encode(self, raw: RawBatch, out: BatchOutput) -> None:
+        """The prediction and audit records of the scored events, encoded from columns.
+
+        No dict per record: what a batch shares (its model, its time, the actor) is one
+        :class:`~schemas.codec.Same` value, the class probabilities one
+        :class:`~schemas.codec.KeyedRows` matrix (``schemas.codec.columns``).
+        """
         events, scores = out.events, out.scores
         n = len(events)
         if n == 0 or scores is None:
             return
         score_list = scores.score.tolist()
+        labels: Column
         if scores.labels is not None:
-            labels: list[str | None] = scores.labels.tolist()
-            decisions = labels
+            labels = decisions = scores.labels.tolist()
+            if out.row_variant is not None and None in decisions:  # A/B with a regressor
+                decisions = [
+                    repr(s) if d is None else d for d, s in zip(decisions, score_list, strict=True)
+                ]
         else:
-            labels = [None] * n
-            decisions = [repr(s) for s in score_list]
-        if out.row_variant is None:
-            variant, served = out.served[0]
-            variants, names, versions = [variant] * n, [served.name] * n, [served.version] * n
-            classes_by_row = [served.model.classes] * n
-        else:
-            rows = out.row_variant.tolist()
-            variants = [out.served[k][0] for k in rows]
-            names = [out.served[k][1].name for k in rows]
-            versions = [out.served[k][1].version for k in rows]
-            classes_by_row = [out.served[k][1].model.classes for k in rows]
-        if scores.probabilities is not None:
-            probabilities: list[dict[str, float] | None] = [
-                dict(zip(classes, row, strict=True))
-                for classes, row in zip(classes_by_row, scores.probabilities.tolist(), strict=True)
-            ]
-        else:
-            probabilities = [None] * n
-        now = out.processed_at
+            labels, decisions = Same(None), [repr(s) for s in score_list]
+        names, versions, variants, probabilities = self._model_columns(out, scores)
         keys = raw.keys
         out.keys = [
             keys[i] if keys[i] is not None else sensor_id.encode()
@@ -251,69 +244,94 @@ class ScoringPipeline:
                 events.event_ids, events.sensor_ids, out.keys
             )
         shown, audited = out.ids("predictions"), out.ids("audit")
-        predictions: list[dict[str, Any]] = [
+        now = Same(out.processed_at)
+        out.prediction_values = self.prediction_serde.encode_columns(
             {
-                "event_id": event_id,
-                "sensor_id": sensor_id,
-                "event_time": event_time,
-                "model_name": name,
-                "model_version": version,
-                "variant": variant,
-                "predicted_label": label,
-                "score": score,
-                "probabilities": proba,
+                "event_id": shown.event_ids,
+                "sensor_id": shown.sensor_ids,
+                "event_time": events.event_times,
+                "model_name": names,
+                "model_version": versions,
+                "variant": variants,
+                "predicted_label": labels,
+                "score": score_list,
+                "probabilities": probabilities,
                 "processed_at": now,
-            }
-            for event_id, sensor_id, event_time, name, version, variant, label, score, proba in zip(
-                shown.event_ids,
-                shown.sensor_ids,
-                events.event_times,
-                names,
-                versions,
-                variants,
-                labels,
-                score_list,
-                probabilities,
-                strict=True,
-            )
-        ]
-        values, topics, partitions, offsets = raw.values, raw.topics, raw.partitions, raw.offsets
-        blake2b, actor = hashlib.blake2b, self.actor
-        ab_mode = out.row_variant is not None
+            },
+            n,
+        )
+        indices, values = events.indices, raw.values
+        blake2b = hashlib.blake2b
+        digests = [blake2b(values[i] or b"", digest_size=16).hexdigest() for i in indices]
         base = _NO_DETAILS
+        source: dict[str, Column]
         if self.channel is not None:  # not read from a topic: no source position
-            nowhere: list[Any] = [None] * len(values)
-            topics, partitions, offsets = nowhere, nowhere, nowhere
             base = {"channel": self.channel}
-        audits: list[dict[str, Any]] = [
-            {
-                "action": "scored",
-                "event_id": event_id,
-                "sensor_id": sensor_id,
-                "model_name": name,
-                "model_version": version,
-                "decision": decision,
-                "input_digest": blake2b(values[i] or b"", digest_size=16).hexdigest(),
-                "source_topic": topics[i],
-                "source_partition": partitions[i],
-                "source_offset": offsets[i],
-                "actor": actor,
-                "occurred_at": now,
-                "details": {**base, "variant": variant} if ab_mode else base,
+            source = {"source_topic": Same(None), "source_partition": Same(None),
+                      "source_offset": Same(None)}  # fmt: skip
+        else:
+            topics, partitions, offsets = raw.topics, raw.partitions, raw.offsets
+            source = {
+                "source_topic": _same_or_list([topics[i] for i in indices]),
+                "source_partition": _same_or_list([partitions[i] for i in indices]),
+                "source_offset": [offsets[i] for i in indices],
             }
-            for i, event_id, sensor_id, name, version, variant, decision in zip(
-                events.indices,
-                audited.event_ids,
-                audited.sensor_ids,
-                names,
-                versions,
-                variants,
-                decisions,
-                strict=True,
-            )
-        ]
-        out.prediction_values = self.prediction_serde.encode_many(predictions)
-        out.audit_values = self.audit_serde.encode_many(audits)
+        details: Column = Same(base)
+        if isinstance(variants, list):  # A/B: each record says which variant served it
+            details = [{**base, "variant": variant} for variant in variants]
+        out.audit_values = self.audit_serde.encode_columns(
+            {
+                "action": Same("scored"),
+                "event_id": audited.event_ids,
+                "sensor_id": audited.sensor_ids,
+                "model_name": names,
+                "model_version": versions,
+                "decision": decisions,
+                "input_digest": digests,
+                **source,
+                "actor": Same(self.actor),
+                "occurred_at": now,
+                "details": details,
+            },
+            n,
+        )
+
+    @staticmethod
+    def _model_columns(out: BatchOutput, scores: Scores) -> tuple[Column, Column, Column, Column]:
+        """(model name, version, variant, probabilities) of the scored rows, as columns."""
+        served = out.served
+        names: Column
+        versions: Column
+        variants: Column
+        classes = served[0][1].model.classes
+        classes_by_row = None  # the classes of each row, when A/B variants differ in them
+        if out.row_variant is None:
+            variant, model = served[0]
+            names, versions, variants = Same(model.name), Same(model.version), Same(variant)
+        else:
+            rows = out.row_variant.tolist()
+            names = [served[k][1].name for k in rows]
+            versions = [served[k][1].version for k in rows]
+            variants = [served[k][0] for k in rows]
+            if any(m.model.classes != classes for _, m in served):
+                classes_by_row = [served[k][1].model.classes for k in rows]
+        probabilities: Column = Same(None)
+        if scores.probabilities is not None:
+            matrix = scores.probabilities.tolist()
+            if classes_by_row is None:
+                probabilities = KeyedRows(tuple(classes), matrix)
+            else:
+                probabilities = [  # a regressor's rows (A/B) have none
+                    None if row is None else dict(zip(row_classes, row, strict=True))
+                    for row_classes, row in zip(classes_by_row, matrix, strict=True)
+                ]
+        return names, versions, variants, probabilities
+
+
+def _same_or_list(values: list[Any]) -> Column:
+    """``Same`` when every value is the first (one topic, one partition), else the list."""
+    first = values[0]
+    return Same(first) if values.count(first) == len(values) else values
 
 
 def _score_split(
@@ -351,11 +369,17 @@ def _score_split(
             if labels is None:
                 labels = np.empty(n, dtype=object)
             labels[rows] = part.labels
-        if part.probabilities is not None:
-            if probabilities is None:
-                probabilities = np.zeros((n, part.probabilities.shape[1]))
-            if probabilities.shape[1] == part.probabilities.shape[1]:
-                probabilities[rows] = part.probabilities
+    widths = {None if p.probabilities is None else p.probabilities.shape[1] for _, p in parts}
+    if len(widths) == 1 and None not in widths:  # one set of classes: one [N, C] matrix
+        probabilities = np.zeros((n, widths.pop() or 0))
+        for rows, part in parts:
+            probabilities[rows] = part.probabilities
+    elif widths != {None}:  # variants with other classes, or a regressor: a list per row
+        probabilities = np.full(n, None, dtype=object)
+        for rows, part in parts:
+            if part.probabilities is not None:
+                for r, row in zip(rows.tolist(), part.probabilities.tolist(), strict=True):
+                    probabilities[r] = row
     return Scores(score=score, labels=labels, probabilities=probabilities)
 
 
