@@ -124,6 +124,7 @@ def build_processor(
             emit=_emitter(processor, settings.topics.drift, "drift"),
             metrics=metrics,
         )
+        drift.prepare(processor.champion)
         processor.side_paths.insert(0, drift)
 
     if settings.metrics.enabled:
