@@ -33,6 +33,7 @@ import numpy as np
 from connectors.redis_store import StoreUnavailable
 from models.runtime import Scores
 from models.serving import ServingModel
+from schemas.codec import Column, Same, records_from_columns
 from schemas.errors import SignatureMismatch
 from schemas.serde import Serde
 from streams.drift.psi import psi_from_samples
@@ -84,7 +85,7 @@ class ShadowColumns:
     challenger_version: str
     champion_score: np.ndarray
     challenger_score: np.ndarray
-    #: Class labels when both are classifiers with labels, else None (object arrays).
+    #: Each side's class labels when it is a classifier, else None (object arrays).
     champion_labels: np.ndarray | None
     challenger_labels: np.ndarray | None
     agree: np.ndarray
@@ -94,39 +95,31 @@ class ShadowColumns:
         return len(self.event_ids)
 
 
-def shadow_records(columns: ShadowColumns) -> list[dict[str, Any]]:
-    """The shadow records of one batch (schema ``shadow_record``): a pure function of the
-    columns, so it runs the same in the loop's process and in the side-path process."""
-    n = len(columns)
+def shadow_columns(columns: ShadowColumns) -> dict[str, Column]:
+    """The fields of one batch's shadow records (schema ``shadow_record``) as columns for
+    ``Serde.encode_columns``: no dict per record, the batch's versions and time once."""
     c = columns
-    champ_labels = c.champion_labels.tolist() if c.champion_labels is not None else [None] * n
-    chall_labels = c.challenger_labels.tolist() if c.challenger_labels is not None else [None] * n
-    champion_version, challenger_version = c.champion_version, c.challenger_version
-    processed_at = c.processed_at
-    return [
-        {
-            "event_id": event_id,
-            "sensor_id": sensor_id,
-            "champion_version": champion_version,
-            "challenger_version": challenger_version,
-            "champion_label": cl,
-            "challenger_label": xl,
-            "champion_score": cs,
-            "challenger_score": xs,
-            "agree": ag,
-            "processed_at": processed_at,
-        }
-        for event_id, sensor_id, cl, xl, cs, xs, ag in zip(
-            c.event_ids,
-            c.sensor_ids,
-            champ_labels,
-            chall_labels,
-            c.champion_score.tolist(),
-            c.challenger_score.tolist(),
-            c.agree.tolist(),
-            strict=True,
-        )
-    ]
+    unlabelled = Same(None)
+    return {
+        "event_id": c.event_ids,
+        "sensor_id": c.sensor_ids,
+        "champion_version": Same(c.champion_version),
+        "challenger_version": Same(c.challenger_version),
+        "champion_label": unlabelled if c.champion_labels is None else c.champion_labels.tolist(),
+        "challenger_label": (
+            unlabelled if c.challenger_labels is None else c.challenger_labels.tolist()
+        ),
+        "champion_score": c.champion_score.tolist(),
+        "challenger_score": c.challenger_score.tolist(),
+        "agree": c.agree.tolist(),
+        "processed_at": Same(c.processed_at),
+    }
+
+
+def shadow_records(columns: ShadowColumns) -> list[dict[str, Any]]:
+    """The shadow records of one batch: a pure function of the columns, so it runs the same
+    in the loop's process and in the side-path process."""
+    return records_from_columns(shadow_columns(columns), len(columns))
 
 
 def publish_shadow(
@@ -138,7 +131,7 @@ def publish_shadow(
     metrics: Metrics,
 ) -> None:
     """Encode and emit one batch's shadow records; the challenger's rows to the store."""
-    emit(serde.encode_many(shadow_records(columns)), columns.keys)
+    emit(serde.encode_columns(shadow_columns(columns), len(columns)), columns.keys)
     if store is not None:
         labels = columns.challenger_labels
         try:

@@ -235,6 +235,60 @@ def test_records_say_both_sides_for_each_event_with_the_input_keys(
     ]
 
 
+@pytest.mark.parametrize(
+    ("champion", "challenger"),
+    [
+        ("binary_champion", "binary_challenger"),
+        ("three_class_champion", "three_class_challenger"),
+        ("regression_champion", "regression_challenger"),
+        ("binary_champion", "regression_challenger"),  # labels on one side only
+    ],
+)
+def test_shadow_bytes_are_those_of_the_per_record_dicts(
+    request: pytest.FixtureRequest,
+    champion: str,
+    challenger: str,
+    rows: np.ndarray,
+    metrics: Metrics,
+    make_output: OutputFactory,
+) -> None:
+    """Shadow records are encoded from columns: the bytes fastavro gives their dicts."""
+    import io
+
+    import fastavro
+
+    from schemas.catalog import load_schema
+
+    champ: ServingModel = request.getfixturevalue(champion)
+    chall: ServingModel = request.getfixturevalue(challenger)
+    emitted = Emitted()
+    make_scorer(chall, metrics, emitted)(make_output(champ, rows[:60]), NO_RAW)
+    ((values, _),) = emitted.batches
+    ours = champ.model.predict(rows[:60])
+    theirs = chall.model.predict(rows[:60, TO_CHALLENGER])
+    parsed = fastavro.parse_schema(load_schema("shadow_record"))
+    expected = []
+    for i in range(60):
+        # agreement is the scorer's verdict, read back by fastavro (not by our codec)
+        agree = fastavro.schemaless_reader(io.BytesIO(values[i]), parsed, None)["agree"]
+        record = {
+            "event_id": f"e-{i}",
+            "sensor_id": f"sensor-{i % 7}",
+            "champion_version": champ.version,
+            "challenger_version": chall.version,
+            "champion_label": None if ours.labels is None else ours.labels[i],
+            "challenger_label": None if theirs.labels is None else theirs.labels[i],
+            "champion_score": float(ours.score[i]),
+            "challenger_score": float(theirs.score[i]),
+            "agree": agree,
+            "processed_at": PROCESSED_AT,
+        }
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, parsed, record)
+        expected.append(buf.getvalue())
+    assert values == expected
+
+
 def test_a_batch_with_nothing_scored_is_not_shadowed(
     binary_champion: ServingModel,
     binary_challenger: ServingModel,
