@@ -196,6 +196,22 @@ class Producer:
     def poll(self, timeout: float = 0) -> None:
         self._producer.poll(timeout)
 
+    def settled(self) -> bool:
+        """Whether every record queued so far is acknowledged, without waiting.
+
+        Serves the delivery reports that have arrived (``poll(0)``) and raises
+        :class:`DeliveryFailed` for a failed one, as :meth:`flush` does. False while any
+        record is queued or in flight, or was refused as too large (:meth:`flush` sends
+        it again, smaller).
+        """
+        self._producer.poll(0)
+        if len(self._producer) or self._latch.refused:
+            return False
+        err, failed = self._latch.take()
+        if err is not None or failed:
+            raise DeliveryFailed(f"{failed} output record(s) not delivered: {err or 'too large'}")
+        return True
+
     def flush(self, timeout: float = 30.0) -> None:
         """Wait for every queued record's acknowledgement; raise if any failed.
 

@@ -56,10 +56,10 @@ class CommitClock:
         #: Wall-clock time the last commit that committed offsets returned.
         self.last_at: float | None = None
 
-    def commit(self) -> None:
+    def commit(self, *, wait: bool = True) -> None:
         before = self.inner.commits
         started = time.perf_counter()
-        self.inner.commit()
+        self.inner.commit(wait=wait)
         if self.inner.commits != before:
             self.seconds += time.perf_counter() - started
             self.count += 1
@@ -291,6 +291,8 @@ class PassThrough:
             while not self._stop and run.events < max_events:
                 messages: list[Message] = self.consumer.consume(p.max_batch, wait_s)
                 now = time.monotonic()
+                if self.clock.due():  # as the processor: before producing more
+                    self.clock.commit(wait=False)
                 if messages:
                     polled_at = time.perf_counter()
                     if run.first_at is None:
@@ -321,7 +323,7 @@ class PassThrough:
                     if now - max(last_input, since) >= exit_when_idle:
                         run.exit_reason = f"idle for {exit_when_idle:g}s"
                         break
-                if self.clock.due() or (messages and p.commit_interval_ms == 0):
+                if messages and p.commit_interval_ms == 0:
                     self.clock.commit()
             clean = True
         finally:

@@ -336,6 +336,8 @@ class Processor:
             while self._stop_reason is None:
                 messages = self.consumer.consume(self.sizer.limit, wait_s)
                 now = time.monotonic()
+                if self.checkpoint.due():  # before producing more: earlier outputs are acked
+                    self._commit(wait=False)
                 if messages:
                     last_input = now
                     self._process(messages)
@@ -347,7 +349,7 @@ class Processor:
                         idle = now - max(last_input, assigned or started)
                     if idle >= exit_when_idle:
                         self.stop(f"idle for {exit_when_idle:g}s")
-                if self.checkpoint.due() or (messages and p.commit_interval_ms == 0):
+                if messages and p.commit_interval_ms == 0:
                     self._commit()
                 self.member.check()
                 if self.replay is not None:
@@ -390,9 +392,9 @@ class Processor:
         if replay.finished(self.member.held):
             self.stop(replay.reason())
 
-    def _commit(self) -> None:
+    def _commit(self, *, wait: bool = True) -> None:
         before = self.checkpoint.commits
-        self.checkpoint.commit()
+        self.checkpoint.commit(wait=wait)
         if self.checkpoint.commits != before:
             self.summary.commits += 1
             self.metrics.commits.inc()

@@ -8,7 +8,7 @@ import pytest
 
 from schemas.errors import DeliveryFailed
 from streams.scoring import checkpoint as checkpoint_module
-from streams.scoring.checkpoint import Checkpoint
+from streams.scoring.checkpoint import OVERDUE, Checkpoint
 
 
 class Journal:
@@ -22,6 +22,15 @@ class TwinProducer:
     def __init__(self, journal: Journal, fail_next: int = 0) -> None:
         self.journal = journal
         self.fail_next = fail_next
+        #: Records still queued or in flight (``settled`` is False while any are).
+        self.in_flight = 0
+
+    def settled(self) -> bool:
+        self.journal.calls.append(("settled", self.in_flight))
+        if self.fail_next and not self.in_flight:
+            self.fail_next -= 1
+            raise DeliveryFailed("1 output record(s) not delivered: broker said no")
+        return self.in_flight == 0
 
     def flush(self, timeout: float = 30.0) -> None:
         self.journal.calls.append(("flush", timeout))
@@ -182,3 +191,54 @@ def test_pending_is_a_copy(clock: Clock) -> None:
     snapshot = cp.pending
     snapshot[("events", 0)] = 0
     assert cp.pending == {("events", 0): 5}
+
+
+# -- the loop's checkpoint: commit without waiting when outputs are already acknowledged ---------
+
+
+def test_without_waiting_settled_outputs_are_committed_with_no_flush(clock: Clock) -> None:
+    journal = Journal()
+    cp, _ = make(journal, interval_s=1.0)
+    cp.track([("events", 0, 3)])
+    clock.now += 1.0
+    cp.commit(wait=False)
+    assert journal.calls == [("settled", 0), ("commit", {("events", 0): 4})]
+    assert cp.commits == 1 and not cp.due()
+
+
+def test_without_waiting_outputs_in_flight_are_tried_again_then_waited_for(clock: Clock) -> None:
+    journal = Journal()
+    cp, producer = make(journal, interval_s=1.0)
+    cp.track([("events", 0, 3)])
+    producer.in_flight = 7
+    clock.now += 1.0
+    cp.commit(wait=False)  # still in flight: nothing committed, nothing waited for
+    assert journal.calls == [("settled", 7)]
+    assert cp.due() and cp.commits == 0
+    clock.now += OVERDUE - 1.0 - 0.01
+    cp.commit(wait=False)
+    assert journal.calls[-1] == ("settled", 7) and cp.commits == 0
+    clock.now += 0.01  # overdue: this time it waits for delivery
+    cp.commit(wait=False)
+    assert journal.calls[-2:] == [("flush", 12.5), ("commit", {("events", 0): 4})]
+    assert cp.commits == 1
+
+
+def test_without_waiting_a_failed_delivery_raises_and_commits_nothing(clock: Clock) -> None:
+    journal = Journal()
+    cp, _ = make(journal, interval_s=1.0, fail_next=1)
+    cp.track([("events", 0, 3)])
+    clock.now += 1.0
+    with pytest.raises(DeliveryFailed):
+        cp.commit(wait=False)
+    assert cp.commits == 0 and cp.pending == {("events", 0): 4}
+    assert [name for name, _ in journal.calls] == ["settled"]
+
+
+def test_a_revocation_or_shutdown_commit_always_waits(clock: Clock) -> None:
+    journal = Journal()
+    cp, producer = make(journal)
+    producer.in_flight = 3
+    cp.track([("events", 1, 0)])
+    cp.commit()  # wait=True: the default
+    assert journal.calls == [("flush", 12.5), ("commit", {("events", 1): 1})]

@@ -63,6 +63,9 @@ class NoFlush:
     def flush(self, timeout: float = 30.0) -> None:
         pass
 
+    def settled(self) -> bool:
+        return True
+
 
 def member(
     consumer: TwinConsumer, clock: Clock, **kwargs: object

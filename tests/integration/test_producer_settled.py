@@ -1,0 +1,50 @@
+"""``Producer.settled``: the non-blocking half of the commit protocol, on the real broker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from connectors.kafka import Admin, Producer
+from schemas.errors import DeliveryFailed
+from schemas.settings import Settings
+from tests.integration.kafka_io import read_topic, wait_until
+
+
+def test_settled_is_false_while_records_are_in_flight_then_true_once_acknowledged(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    topic = settings.topics.predictions
+    Admin(settings.kafka).ensure_topics([topic], partitions=2)
+    producer = Producer(settings.kafka, client_id="settled-test", linger_ms=200)
+    try:
+        assert producer.settled()  # nothing queued yet
+        producer.produce_many(topic, [f"v{i}".encode() for i in range(50)], [b"k"] * 50)
+        assert not producer.settled()  # lingering for 200 ms: not even sent
+        wait_until(producer.settled, "the 50 records acknowledged", timeout=30)
+        assert len(read_topic(settings, topic, 50)) == 50  # settled means on the broker
+    finally:
+        producer.flush(10)
+
+
+def test_settled_raises_for_a_record_the_broker_never_took(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    # A topic that does not exist and is never created: delivery times out and fails.
+    producer = Producer(
+        settings.kafka,
+        client_id="settled-fail",
+        linger_ms=0,
+        **{"message.timeout.ms": 1500, "allow.auto.create.topics": False},
+    )
+    producer.produce(f"no-such-topic-{time.monotonic_ns()}", b"lost", b"k")
+    deadline = time.monotonic() + 30
+    with pytest.raises(DeliveryFailed, match="not delivered"):
+        while time.monotonic() < deadline:
+            if producer.settled():
+                pytest.fail("a record that was never delivered counted as settled")
+            time.sleep(0.05)
