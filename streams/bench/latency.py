@@ -27,7 +27,11 @@ end-to-end latency (per record)
     the moment an observer consumer, subscribed to the predictions topic, received the
     prediction - the input's ``event_time``. The observer asks for records every
     millisecond: ±1 ms resolution.
-    The first 5 % of the records of a latency run (by event time) are warm-up, left out.
+    The first 5 % of the records of a latency run (by event time), or its first
+    ``LATENCY_WARMUP_S`` seconds (at most a fifth of the run), whichever is more, are
+    warm-up, left out of every
+    measure (the in-loop histogram is read when the warm-up ends, and that reading is
+    taken off); a run sends for at least ``LATENCY_MIN_S`` seconds.
 """
 
 from __future__ import annotations
@@ -44,7 +48,13 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from schemas.settings import Settings
-from streams.bench.common import LATENCY_WARMUP, BenchError, Progress
+from streams.bench.common import (
+    LATENCY_MIN_S,
+    LATENCY_WARMUP,
+    LATENCY_WARMUP_S,
+    BenchError,
+    Progress,
+)
 from streams.bench.feed import Topics, bench_producer, event_source
 from streams.bench.loops import LoopRun, run_pass_through, run_pipeline
 from streams.bench.processes import SPAWN, helper_result, spawn_helper
@@ -176,15 +186,22 @@ class _Gate(threading.Thread):
         ready: MpEvent,
         go: MpEvent,
         helpers: Sequence[SpawnProcess],
+        *,
+        in_loop_counts: Callable[[], np.ndarray],
+        warmup_s: float,
     ) -> None:
         super().__init__(name="bench-gate", daemon=True)
         self._assigned, self._stop_loop = assigned, stop_loop
         self._ready, self._go, self._helpers = ready, go, helpers
         self._stop_event = threading.Event()
         self.failed: list[str] = []
+        self._in_loop_counts, self._warmup_s = in_loop_counts, warmup_s
+        self._go_at: float | None = None
+        #: The loop's in-loop histogram counts when the warm-up ended (taken off after).
+        self.warm_counts: np.ndarray | None = None
 
     def run(self) -> None:
-        while not self._stop_event.wait(0.005 if not self._go.is_set() else 0.05):
+        while not self._stop_event.wait(0.005 if self.warm_counts is None else 0.05):
             for helper in self._helpers:
                 if helper.exitcode not in (None, 0):
                     self.failed.append(f"{helper.name} exited with code {helper.exitcode}")
@@ -193,6 +210,13 @@ class _Gate(threading.Thread):
                 return
             if not self._go.is_set() and self._assigned() and self._ready.is_set():
                 self._go.set()
+                self._go_at = time.monotonic()
+            if (
+                self.warm_counts is None
+                and self._go_at is not None
+                and time.monotonic() - self._go_at >= self._warmup_s
+            ):
+                self.warm_counts = self._in_loop_counts()
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -206,32 +230,49 @@ def _latency_loop(
     count: int,
     sync: tuple[MpEvent, MpEvent],
     helpers: Sequence[SpawnProcess],
-) -> LoopRun:
-    """Run the loop under test; a gate thread lets the source start once it is assigned."""
+    warmup_s: float,
+) -> tuple[LoopRun, np.ndarray | None]:
+    """Run the loop under test; a gate thread lets the source start once it is assigned.
+
+    Returns the run and its in-loop histogram counts at the end of the warm-up.
+    """
     ready, go = sync
     gates: list[_Gate] = []
 
-    def gate(assigned: Callable[[], bool], stop_loop: Callable[[], None]) -> None:
-        gates.append(_Gate(assigned, stop_loop, ready, go, helpers))
+    def gate(
+        assigned: Callable[[], bool],
+        stop_loop: Callable[[], None],
+        counts: Callable[[], np.ndarray],
+    ) -> None:
+        gates.append(
+            _Gate(assigned, stop_loop, ready, go, helpers, in_loop_counts=counts,
+                  warmup_s=warmup_s)
+        )  # fmt: skip
         gates[-1].start()
 
     try:
         if kind == "pipeline":
-            return run_pipeline(
+            run = run_pipeline(
                 settings,
                 events=count,
                 name="latency pipeline",
                 on_build=lambda p: gate(
-                    lambda: p.health.partitions_assigned > 0, lambda: p.stop("helper failed")
+                    lambda: p.health.partitions_assigned > 0,
+                    lambda: p.stop("helper failed"),
+                    lambda: p.metrics.processing_latency.snapshot()[0],
                 ),
             )
-        return run_pass_through(
-            settings,
-            champion,
-            fan_out,
-            events=count,
-            on_build=lambda loop: gate(lambda: loop.assigned, loop.stop),
-        )
+        else:
+            run = run_pass_through(
+                settings,
+                champion,
+                fan_out,
+                events=count,
+                on_build=lambda loop: gate(
+                    lambda: loop.assigned, loop.stop, lambda: loop.histogram.snapshot()[0]
+                ),
+            )
+        return run, gates[0].warm_counts if gates else None
     except BenchError as exc:
         failed = [f for g in gates for f in g.failed]
         if failed:
@@ -260,11 +301,13 @@ def latency_run(
     expected = count * fan_out["predictions"] if kind == "pass-through" else count
     budget = count / rate + 180.0
     role = "events" if kind == "pass-through" else "predictions"
+    seconds = count / rate
+    warmup_s = max(LATENCY_WARMUP * seconds, min(LATENCY_WARMUP_S, 0.2 * seconds))
     observer = spawn_helper(_observe, settings, role, expected, budget, ready, observed)
     source = spawn_helper(_paced_source, settings, count, rate, f"{run_id}-lat", go, sourced)
     try:
-        run = _latency_loop(
-            kind, settings, champion, fan_out, count, (ready, go), (observer, source)
+        run, warm_counts = _latency_loop(
+            kind, settings, champion, fan_out, count, (ready, go), (observer, source), warmup_s
         )
         source_report = helper_result(sourced, source, budget, "paced source")
         data = helper_result(observed, observer, budget, "observer")
@@ -278,8 +321,11 @@ def latency_run(
     if event_ms.size < expected:
         raise BenchError(f"observer saw {event_ms.size} of {expected} {kind} predictions")
     order = np.argsort(event_ms, kind="stable")
-    keep = order[int(len(order) * LATENCY_WARMUP) :]
+    warm_until = event_ms[order[0]] + warmup_s * 1000 if order.size else 0.0
+    keep = order[np.searchsorted(event_ms[order], warm_until, side="left") :]
     counts = run.in_loop_counts if run.in_loop_counts is not None else np.zeros(1, np.int64)
+    if warm_counts is not None and counts.shape == warm_counts.shape:
+        counts = counts - warm_counts
     return {
         "offered_eps": round(rate, 1),
         "sent_eps": source_report.get("rate_eps"),
@@ -287,6 +333,7 @@ def latency_run(
         "events": run.events,
         "predictions_observed": int(event_ms.size),
         "warmup_excluded": int(len(order) - len(keep)),
+        "warmup_s": round(warmup_s, 2),
         "loop_ms": percentiles(created_ms[keep] - event_ms[keep]),
         "in_loop_ms": histogram_percentiles(counts, LATENCY_BUCKETS),
         "end_to_end_ms": percentiles(received_ms[keep] - event_ms[keep]),
@@ -310,13 +357,16 @@ def latency_phase(
     repeats: int,
     run_id: str,
     say: Progress,
+    min_seconds: float = LATENCY_MIN_S,
 ) -> dict[str, Any]:
-    """Pass-through and pipeline at the same offered rate, in ``repeats`` rounds.
+    """Pass-through and pipeline at the same offered rate, in ``repeats`` rounds, each
+    ``count`` events or ``min_seconds`` of sending, whichever is more.
 
     Tails are what a busy shared machine disturbs most, so each loop keeps the round with
     its lowest loop-latency p99 (the least disturbed one); every round's p99 is kept too.
     """
     rounds: dict[str, list[dict[str, Any]]] = {"pass-through": [], "pipeline": []}
+    count = max(count, int(offered * min_seconds))
     for r in range(repeats):
         for kind in rounds:
             say(f"latency: {kind} at {offered:,.0f} events/s, {count:,} events "
@@ -337,6 +387,8 @@ def latency_phase(
     loops = {kind: min(runs, key=lambda x: x["loop_ms"]["p99"]) for kind, runs in rounds.items()}
     return {
         "offered_eps": round(offered, 1),
+        "events": count,
+        "min_seconds": min_seconds,
         "rounds": repeats,
         "loops": loops,
         "processor_added_ms": added_latency(

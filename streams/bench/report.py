@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from streams.bench.common import LATENCY_WARMUP
+from streams.bench.common import LATENCY_MIN_S, LATENCY_WARMUP, LATENCY_WARMUP_S
 from streams.bench.run import latency_phases
 
 _LATENCY_ROWS = (
@@ -168,7 +168,9 @@ def tables(result: dict[str, Any]) -> list[Table]:
         out.append(
             Table(
                 f"Latency (ms) at {latency['offered_eps']:,.0f} events/s offered "
-                f"({share:.0%} of the pipeline's max); first {LATENCY_WARMUP:.0%} left out; "
+                f"({share:.0%} of the pipeline's max), {latency.get('events', 0):,} events "
+                f"(at least {LATENCY_MIN_S:g} s); the first {LATENCY_WARMUP:.0%} or "
+                f"{LATENCY_WARMUP_S:g} s left out; "
                 f"per loop the round with the lowest loop p99 of {latency.get('rounds', 1)}",
                 ["loop: measure", "p50", "p95", "p99", "max"],
                 rows,

@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas.settings import Settings
-from streams.bench.common import Progress
+from streams.bench.common import LATENCY_MIN_S, Progress
 from streams.bench.cpu_profile import cpu_profile
 from streams.bench.feed import Topics
 from streams.bench.latency import latency_phase
@@ -122,6 +122,7 @@ def run_bench(
     events: int = 200_000,
     rate_fraction: float = 0.5,
     latency_events: int = 50_000,
+    latency_min_s: float = LATENCY_MIN_S,
     extra_rate_fractions: Sequence[float] = (),
     json_input: bool = False,
     scale_workers: int = 0,
@@ -138,7 +139,8 @@ def run_bench(
 
     ``rate`` fixes the offered rate of the latency phase in events/s; by default it is
     ``rate_fraction`` of the pipeline's measured maximum. ``latency_events=0`` skips the
-    latency phase, ``soak=None`` the soak. ``keep_topics`` leaves the bench's topics on the
+    latency phase, ``soak=None`` the soak; a latency run lasts at least ``latency_min_s``.
+    ``keep_topics`` leaves the bench's topics on the
     broker (the result names them) instead of deleting each after its phase.
     ``extra_rate_fractions`` adds a latency phase at each of those shares of the maximum
     (e.g. 0.1); ``json_input`` the JSON-input pipeline row; ``scale_workers`` > 0 the
@@ -160,6 +162,7 @@ def run_bench(
             "rate_fraction": rate_fraction,
             "rate": rate,
             "latency_events": latency_events,
+            "latency_min_s": latency_min_s,
             "extra_rate_fractions": list(extra_rate_fractions),
             "json_input": json_input,
             "scale_workers": scale_workers,
@@ -194,6 +197,7 @@ def run_bench(
                     repeats=repeats,
                     run_id=run_id,
                     say=say,
+                    min_seconds=latency_min_s,
                 )
                 for rate_eps in offers
             ]

@@ -42,6 +42,14 @@ def bench(
     latency_events: Annotated[
         int, typer.Option(help="Events per latency run (0 = no latency phase).")
     ] = 50_000,
+    latency_min_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="A latency run sends at least this long, whatever --latency-events says "
+            "(its tail is then of the steady state, not of the start).",
+        ),
+    ] = 10.0,
     extra_rate_fraction: Annotated[
         list[float] | None,
         typer.Option(
@@ -108,6 +116,7 @@ def bench(
             rate_fraction=rate_fraction,
             rate=rate,
             latency_events=latency_events,
+            latency_min_s=latency_min_seconds,
             extra_rate_fractions=extra,
             json_input=json_input,
             scale_workers=scale if scale > 1 else 0,
