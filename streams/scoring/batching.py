@@ -10,14 +10,9 @@ is met without tuning ``max_batch`` (the idea of Triton's dynamic batcher with i
   records the loop processes in half the target, from its measured cost per record. A
   record then waits at most one batch behind the one in hand and is processed within its
   own: consumed → produced stays within the target;
-* **a short backlog** (the batch came back full: records piled up behind a commit's
-  flush, a pause of the process): the cap is what the loop processes in the *whole*
-  target, so each batch still meets it while the pile drains (at half load it halves
-  with every batch);
-* **a lasting backlog** (more than :data:`SHORT_BACKLOG` full batches in a row: the
-  input outruns the loop): the cap doubles, batch after batch, up to ``max_batch``:
-  bigger batches cost less per record, and that is how an overload drains. The target
-  is missed while it does, and the loop says so.
+* **backlog** (the batch came back full): the cap doubles, batch after batch, up to
+  ``max_batch``: bigger batches cost less per record, and that is how a backlog drains.
+  The target is missed while it does, and the loop says so.
 
 ``max_batch`` and ``max_wait_ms`` stay upper bounds: the cap never exceeds ``max_batch``,
 and ``max_wait_ms`` is how long ``consume`` waits for the first record.
@@ -39,8 +34,6 @@ MIN_BATCH = 16
 COST_WEIGHT = 0.2
 #: Share of the records allowed over the target for it to count as met (the p99).
 ALLOWED_OVER = 0.01
-#: Full batches in a row that still count as a short backlog (batches kept within the target).
-SHORT_BACKLOG = 8
 
 
 class BatchSizer:
@@ -50,13 +43,9 @@ class BatchSizer:
     >>> sizer.observe(taken=100, seconds=0.001)   # 10 µs per record, keeping up
     >>> sizer.limit                               # 10 ms of work at 10 µs per record
     1000
-    >>> sizer = BatchSizer(target_ms=20, max_batch=5000, initial=200)
-    >>> sizer.observe(taken=200, seconds=0.01)    # 50 µs per record, batch came back full
-    >>> sizer.limit                               # short backlog: the whole 20 ms of work
-    400
-    >>> for _ in range(8):                        # still full: the input outruns the loop
-    ...     sizer.observe(taken=sizer.limit, seconds=sizer.limit * 50e-6)
-    >>> sizer.limit                               # lasting backlog: doubled up to max_batch
+    >>> sizer = BatchSizer(target_ms=20, max_batch=5000, initial=400)
+    >>> sizer.observe(taken=400, seconds=0.02)    # 50 µs per record, batch came back full
+    >>> sizer.limit                               # backlog: doubled, not cut to 200
     800
     >>> sizer.observe(taken=300, seconds=0.015)   # caught up: back to the latency cap
     >>> sizer.limit
@@ -73,8 +62,6 @@ class BatchSizer:
         self.limit = max(self.min_batch, min(max_batch, initial if initial else max_batch))
         #: True while batches come back full (more was waiting than the cap let in).
         self.backlog = False
-        #: Full batches in a row (the length of the current backlog).
-        self.full_batches = 0
 
     @property
     def latency_cap(self) -> int:
@@ -93,16 +80,10 @@ class BatchSizer:
             cost if self.cost_s is None else ((1 - COST_WEIGHT) * self.cost_s + COST_WEIGHT * cost)
         )
         self.backlog = taken >= self.limit
-        if not self.backlog:
-            self.full_batches = 0
-            self.limit = self.latency_cap
-            return
-        self.full_batches += 1
-        within_target = min(self.max_batch, 2 * self.latency_cap)
-        if self.full_batches <= SHORT_BACKLOG:
-            self.limit = within_target
+        if self.backlog:
+            self.limit = min(self.max_batch, max(2 * self.limit, self.latency_cap))
         else:
-            self.limit = min(self.max_batch, max(2 * self.limit, within_target))
+            self.limit = self.latency_cap
 
 
 @dataclass
