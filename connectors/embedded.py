@@ -208,7 +208,7 @@ class EmbeddedStack:
 
     def _ready(self, service: Service) -> bool:
         if service is self.kafka:
-            from connectors.kafka import Admin
+            from connectors.kafka_admin import Admin
 
             return Admin(self.settings.kafka).reachable(timeout=2.0)
         from connectors.redis_store import ping

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from connectors.kafka import Producer, client_id, ensure_topics
+from connectors.kafka import Producer, client_id
+from connectors.kafka_admin import ensure_topics
 from connectors.schema_registry import topic_serde
 from models.datasets import shuttle
 from schemas.errors import ConfigError

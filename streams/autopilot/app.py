@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
-from connectors.kafka import ensure_topics
+from connectors.kafka_admin import ensure_topics
 from connectors.schema_registry import topic_serde
 from schemas.errors import ConfigError
 from schemas.settings import Settings

@@ -40,7 +40,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from connectors.embedded import EmbeddedStack
-from connectors.kafka import Producer, client_id, ensure_topics
+from connectors.kafka import Producer, client_id
+from connectors.kafka_admin import ensure_topics
 from connectors.model_registry import ModelRegistry, RegistryUnavailable
 from connectors.schema_registry import topic_serde
 from connectors.source import SourceOptions, event_factory

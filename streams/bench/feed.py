@@ -17,7 +17,8 @@ from schemas.settings import Settings
 from streams.bench.common import BenchError
 
 if TYPE_CHECKING:
-    from connectors.kafka import Admin, Producer
+    from connectors.kafka import Producer
+    from connectors.kafka_admin import Admin
     from connectors.source import EventFactory, ProduceReport
 
 
@@ -81,7 +82,7 @@ class Topics:
         self.created = []
 
     def _admin(self) -> Admin:
-        from connectors.kafka import Admin
+        from connectors.kafka_admin import Admin
 
         return Admin(self.settings.kafka)
 

@@ -263,7 +263,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     from connectors.embedded import EmbeddedStack
-    from connectors.kafka import Admin, ensure_topics
+    from connectors.kafka_admin import Admin, ensure_topics
     from streams.bench.feed import preload
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -357,7 +357,8 @@ def consume(
     --count or --timeout, then exits 0; a usage mistake (no such topic, a bad --format)
     exits 2.
     """
-    from connectors.kafka import Consumer, client_id, ensure_topics
+    from connectors.kafka import Consumer, client_id
+    from connectors.kafka_admin import ensure_topics
 
     settings = settings_of(ctx)
     where = resolve_target(settings, target, fmt)

@@ -26,7 +26,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from connectors.embedded import EmbeddedStack
-from connectors.kafka import Consumer, ensure_topics
+from connectors.kafka import Consumer
+from connectors.kafka_admin import ensure_topics
 from connectors.source import ProduceReport, SourceOptions, run_source
 from models.train import ensure_reference_models
 from schemas.errors import InfrastructureError

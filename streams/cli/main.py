@@ -83,7 +83,7 @@ def _stack_table(rows: list[Any], title: str) -> Table:
 def up(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Start the embedded Kafka broker (Tansu) and Redis (Valkey); create the topics."""
     from connectors.embedded import EmbeddedStack
-    from connectors.kafka import ensure_topics
+    from connectors.kafka_admin import ensure_topics
 
     s = settings_of(ctx)
     rows = EmbeddedStack(s).up()
@@ -112,7 +112,7 @@ def down(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Show the stack, the topics and the models."""
     from connectors.embedded import EmbeddedStack
-    from connectors.kafka import Admin
+    from connectors.kafka_admin import Admin
     from models.bundle import bundle_exists, load_bundle
 
     s = settings_of(ctx)

@@ -100,7 +100,8 @@ def _opened(
 
 def publish_audit(settings: Settings, events: Sequence[LifecycleEvent]) -> str | None:
     """Put the lifecycle events on the audit topic; returns why not, if it could not."""
-    from connectors.kafka import Admin, Producer
+    from connectors.kafka import Producer
+    from connectors.kafka_admin import Admin
     from connectors.schema_registry import topic_serde
 
     if not Admin(settings.kafka, quiet=True).reachable(timeout=3.0):

@@ -113,7 +113,8 @@ def erase(
 
 
 def _publish_tombstone(settings: Settings, keyring: Keyring, record: dict[str, Any]) -> None:
-    from connectors.kafka import Producer, client_id, ensure_topics
+    from connectors.kafka import Producer, client_id
+    from connectors.kafka_admin import ensure_topics
     from connectors.schema_registry import topic_serde
 
     ensure_topics(settings)
@@ -267,7 +268,8 @@ def dlq_show(
     """Print dead letters as JSON lines, the way ``consume dlq`` does, with each encrypted
     payload opened: ``{"key_id", "original_key", "payload"}`` (its ``error`` when the key
     is not configured or the envelope was altered)."""
-    from connectors.kafka import Consumer, client_id, ensure_topics
+    from connectors.kafka import Consumer, client_id
+    from connectors.kafka_admin import ensure_topics
 
     settings = settings_of(ctx)
     target = resolve_target(settings, "dlq")

@@ -18,7 +18,7 @@ from typing import Any
 import faust
 from prometheus_client import start_http_server
 
-from connectors.kafka import Admin
+from connectors.kafka_admin import Admin
 from connectors.redis_store import PredictionStore
 from schemas.errors import ConfigError, InfrastructureError
 from schemas.settings import KafkaSettings, Settings

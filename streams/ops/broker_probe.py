@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from connectors.kafka import Admin
+from connectors.kafka_admin import Admin
 from schemas.settings import KafkaSettings
 from streams.ops.metrics import Health, Metrics
 

@@ -10,7 +10,7 @@ import logging
 import multiprocessing
 from typing import Any
 
-from connectors.kafka import ensure_topics
+from connectors.kafka_admin import ensure_topics
 from connectors.schema_registry import topic_serde
 from models.serving import ServingModel
 from schemas.errors import ConfigError, InfrastructureError, ModelError

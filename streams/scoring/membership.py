@@ -29,7 +29,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from connectors.kafka import Admin, TopicPartition
+from connectors.kafka import TopicPartition
+from connectors.kafka_admin import Admin
 from schemas.settings import KafkaSettings, ProcessorSettings
 from streams.ops.metrics import Health, Metrics
 

@@ -27,7 +27,8 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
-from connectors.kafka import Admin, Consumer, Message, Producer, client_id
+from connectors.kafka import Consumer, Message, Producer, client_id
+from connectors.kafka_admin import Admin
 from models.serving import ServingModel
 from schemas.settings import Settings
 from streams.ops.metrics import Health, Metrics

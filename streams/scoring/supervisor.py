@@ -242,7 +242,7 @@ class Supervisor:
                 os.kill(process.pid, signal.SIGTERM)
 
     def run(self) -> dict[str, Any]:
-        from connectors.kafka import ensure_topics
+        from connectors.kafka_admin import ensure_topics
 
         ensure_topics(self.settings)
         server = self._serve()

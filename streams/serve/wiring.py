@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from connectors.kafka import Producer, client_id, ensure_topics
+from connectors.kafka import Producer, client_id
+from connectors.kafka_admin import ensure_topics
 from connectors.schema_registry import topic_serde
 from models.serving import ServingModel
 from schemas.errors import ConfigError, InfrastructureError, ModelError

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from connectors.kafka import ensure_topics
+from connectors.kafka_admin import ensure_topics
 from connectors.model_registry import ModelRegistry, RegistryUnavailable
 from connectors.schema_registry import topic_serde
 from connectors.source import SourceOptions, run_source

@@ -20,7 +20,7 @@ from confluent_kafka import Producer as PlainProducer
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from connectors.kafka import ensure_topics
+from connectors.kafka_admin import ensure_topics
 from connectors.schema_registry import registry_client
 from connectors.source import EventFactory, SourceOptions
 from models.datasets import shuttle

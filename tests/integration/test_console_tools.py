@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from connectors.kafka import Admin, Producer, client_id
+from connectors.kafka import Producer, client_id
+from connectors.kafka_admin import Admin
 from schemas.settings import Settings
 from streams.cli.main import app
 from streams.scoring.compose import run_processor

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from onnx import TensorProto, helper
 
-from connectors.kafka import Admin
+from connectors.kafka_admin import Admin
 from connectors.source import SourceOptions
 from models.bundle import MODEL_FILE, load_bundle, save_bundle
 from schemas.serde import AvroSerde

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from connectors.embedded import EmbeddedStack, port_open
-from connectors.kafka import Admin
+from connectors.kafka_admin import Admin
 from connectors.redis_store import ping
 from schemas.errors import StackError
 from schemas.settings import Settings

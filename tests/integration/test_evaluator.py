@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from connectors.kafka import Admin, Producer
+from connectors.kafka import Producer
+from connectors.kafka_admin import Admin
 from connectors.redis_store import PredictionStore
 from connectors.schema_registry import topic_serde
 from connectors.topic_reader import read_topic_from_start

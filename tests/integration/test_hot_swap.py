@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from connectors.kafka import ensure_topics
+from connectors.kafka_admin import ensure_topics
 from connectors.model_registry import CHALLENGER, CHAMPION, ModelRegistry
 from connectors.source import ProduceReport, SourceOptions, run_source
 from models.bundle import META_FILE, load_bundle

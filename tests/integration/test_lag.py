@@ -27,7 +27,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from connectors.embedded import EmbeddedStack
-from connectors.kafka import Admin, Consumer, PartitionOffsets
+from connectors.kafka import Consumer, PartitionOffsets
+from connectors.kafka_admin import Admin
 from connectors.lag import UnknownTopic, group_lag, list_groups
 from schemas.errors import InfrastructureError
 from schemas.settings import KafkaSettings, RedisSettings, Settings

@@ -14,7 +14,8 @@ import pytest
 from confluent_kafka import KafkaError, Message
 from confluent_kafka import Producer as PlainProducer
 
-from connectors.kafka import Admin, Producer, ensure_topics
+from connectors.kafka import Producer
+from connectors.kafka_admin import Admin, ensure_topics
 from connectors.lag import group_lag
 from connectors.source import SourceOptions, run_source
 from streams.scoring.compose import run_processor

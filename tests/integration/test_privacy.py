@@ -18,7 +18,8 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from connectors.kafka import Admin, Producer
+from connectors.kafka import Producer
+from connectors.kafka_admin import Admin
 from connectors.redis_store import INDEX_SUFFIX, PredictionStore
 from connectors.source import SourceOptions, run_source
 from models.bundle import load_bundle

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.kafka import Consumer, ensure_topics
+from connectors.kafka import Consumer
+from connectors.kafka_admin import ensure_topics
 from connectors.lag import group_lag
 from connectors.source import ProduceReport, SourceOptions, run_source
 from schemas.errors import ConfigError

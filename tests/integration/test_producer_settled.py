@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from connectors.kafka import Admin, Producer
+from connectors.kafka import Producer
+from connectors.kafka_admin import Admin
 from schemas.errors import DeliveryFailed
 from schemas.settings import Settings
 from tests.integration.kafka_io import read_topic, wait_until

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer as PlainProducer
 
-from connectors.kafka import ensure_topics
+from connectors.kafka_admin import ensure_topics
 from connectors.source import SourceOptions, event_factory
 from schemas.serde import AvroSerde
 from schemas.settings import Settings

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from connectors.kafka import Admin, require_broker
+from connectors.kafka_admin import Admin, require_broker
 from schemas.errors import InfrastructureError
 from schemas.settings import KafkaSettings
 from tests.integration.tls_support import (

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from connectors.kafka import Consumer, Producer, TopicPartition, ensure_topics
+from connectors.kafka import Consumer, Producer, TopicPartition
+from connectors.kafka_admin import ensure_topics
 from connectors.source import SourceOptions, event_factory
 from schemas.serde import AvroSerde
 from schemas.settings import Settings

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Producer as PlainProducer
 
-from connectors.kafka import ensure_topics
+from connectors.kafka_admin import ensure_topics
 from schemas.serde import AvroSerde
 from schemas.settings import Settings
 from streams.batch.driver import BatchJob, BatchSummary, run_batch

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer as PlainProducer
 
-from connectors.kafka import ensure_topics
+from connectors.kafka_admin import ensure_topics
 from connectors.source import SourceOptions, run_source
 from models.bundle import load_bundle
 from models.datasets import shuttle

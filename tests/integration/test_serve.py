@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from connectors.kafka import ensure_topics
+from connectors.kafka_admin import ensure_topics
 from connectors.model_registry import CHALLENGER, CHAMPION, ModelRegistry
 from models.bundle import load_bundle
 from models.datasets import shuttle

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from connectors.embedded import EmbeddedStack
-from connectors.kafka import ensure_topics
+from connectors.kafka_admin import ensure_topics
 from connectors.redis_store import PredictionStore
 from connectors.source import ProduceReport, SourceOptions, run_source
 from models.bundle import META_FILE

@@ -31,7 +31,7 @@ import pytest
 from prometheus_client import generate_latest
 
 import streams.scoring.compose as compose
-from connectors.kafka import require_broker
+from connectors.kafka_admin import require_broker
 from connectors.lag import group_lag
 from connectors.redis_store import PredictionStore, StoreUnavailable, ping
 from connectors.source import SourceOptions, run_source

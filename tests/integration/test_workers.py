@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.kafka import ensure_topics
+from connectors.kafka_admin import ensure_topics
 from connectors.source import SourceOptions, run_source
 from schemas.serde import AvroSerde
 from schemas.settings import Settings
