@@ -16,7 +16,6 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -272,8 +271,8 @@ class ScoringPipeline:
         else:
             topics, partitions, offsets = raw.topics, raw.partitions, raw.offsets
             source = {
-                "source_topic": _same_or_list([topics[i] for i in indices]),
-                "source_partition": _same_or_list([partitions[i] for i in indices]),
+                "source_topic": [topics[i] for i in indices],
+                "source_partition": [partitions[i] for i in indices],
                 "source_offset": [offsets[i] for i in indices],
             }
         details: Column = Same(base)
@@ -326,12 +325,6 @@ class ScoringPipeline:
                     for row_classes, row in zip(classes_by_row, matrix, strict=True)
                 ]
         return names, versions, variants, probabilities
-
-
-def _same_or_list(values: list[Any]) -> Column:
-    """``Same`` when every value is the first (one topic, one partition), else the list."""
-    first = values[0]
-    return Same(first) if values.count(first) == len(values) else values
 
 
 def _score_split(
