@@ -29,9 +29,9 @@ end-to-end latency (per record)
     millisecond: ±1 ms resolution.
     The first 5 % of the records of a latency run (by event time), or its first
     ``LATENCY_WARMUP_S`` seconds (at most a fifth of the run), whichever is more, are
-    warm-up, left out of every
-    measure (the in-loop histogram is read when the warm-up ends, and that reading is
-    taken off); a run sends for at least ``LATENCY_MIN_S`` seconds.
+    warm-up, left out of every measure (the in-loop histogram is read when the warm-up
+    ends, and that reading is taken off), but never more than half of them; a run sends
+    for at least ``LATENCY_MIN_S`` seconds.
 """
 
 from __future__ import annotations
@@ -320,19 +320,16 @@ def latency_run(
     received_ms = np.asarray(data["received_s"], dtype=np.float64) * 1000
     if event_ms.size < expected:
         raise BenchError(f"observer saw {event_ms.size} of {expected} {kind} predictions")
-    order = np.argsort(event_ms, kind="stable")
-    warm_until = event_ms[order[0]] + warmup_s * 1000 if order.size else 0.0
-    keep = order[np.searchsorted(event_ms[order], warm_until, side="left") :]
+    keep = steady_records(event_ms, warmup_s)
     counts = run.in_loop_counts if run.in_loop_counts is not None else np.zeros(1, np.int64)
-    if warm_counts is not None and counts.shape == warm_counts.shape:
-        counts = counts - warm_counts
+    counts = steady_counts(counts, warm_counts)
     return {
         "offered_eps": round(rate, 1),
         "sent_eps": source_report.get("rate_eps"),
         "source_max_behind_ms": source_report.get("max_behind_ms"),
         "events": run.events,
         "predictions_observed": int(event_ms.size),
-        "warmup_excluded": int(len(order) - len(keep)),
+        "warmup_excluded": int(event_ms.size - keep.size),
         "warmup_s": round(warmup_s, 2),
         "loop_ms": percentiles(created_ms[keep] - event_ms[keep]),
         "in_loop_ms": histogram_percentiles(counts, LATENCY_BUCKETS),
@@ -345,6 +342,30 @@ def latency_run(
         "source_cpu_s_while_sending": source_report.get("cpu_s"),
         "observer_cpu_s_while_receiving": data.get("cpu_s"),
     }
+
+
+def steady_records(event_ms: np.ndarray, warmup_s: float) -> np.ndarray:
+    """Positions of the records past the warm-up, by event time: past the first
+    ``LATENCY_WARMUP`` share and the first ``warmup_s`` seconds, but never more than half
+    of them left out (a source that fell behind sends its events in one burst)."""
+    order = np.argsort(event_ms, kind="stable")
+    if not order.size:
+        return order
+    warm_until = event_ms[order[0]] + warmup_s * 1000
+    warm = max(
+        int(len(order) * LATENCY_WARMUP),
+        int(np.searchsorted(event_ms[order], warm_until, side="left")),
+    )
+    return order[min(warm, len(order) // 2) :]
+
+
+def steady_counts(counts: np.ndarray, warm_counts: np.ndarray | None) -> np.ndarray:
+    """The in-loop histogram without what it held when the warm-up ended (the same rule:
+    never more than half of it taken off)."""
+    if warm_counts is None or counts.shape != warm_counts.shape:
+        return counts
+    steady = counts - warm_counts
+    return steady if steady.sum() * 2 >= counts.sum() else counts
 
 
 def latency_phase(
