@@ -98,6 +98,12 @@ class _DeliveryLatch:
         self.error, self.failed = None, 0
         return err, failed
 
+    def raise_failed(self) -> None:
+        """Raise :class:`DeliveryFailed` for the failures latched since the last look."""
+        err, failed = self.take()
+        if err is not None or failed:
+            raise DeliveryFailed(f"{failed} output record(s) not delivered: {err or 'too large'}")
+
     def take_refused(self) -> list[Refused]:
         refused, self.refused = self.refused, []
         return refused
@@ -203,9 +209,7 @@ class Producer:
         self._producer.poll(0)
         if len(self._producer) or self._latch.refused:
             return False
-        err, failed = self._latch.take()
-        if err is not None or failed:
-            raise DeliveryFailed(f"{failed} output record(s) not delivered: {err or 'too large'}")
+        self._latch.raise_failed()
         return True
 
     def flush(self, timeout: float = 30.0) -> None:
@@ -230,9 +234,7 @@ class Producer:
             remaining = self._producer.flush(timeout)
         else:
             self._latch.failed += len(self._latch.take_refused())
-        err, failed = self._latch.take()
-        if err is not None or failed:
-            raise DeliveryFailed(f"{failed} output record(s) not delivered: {err or 'too large'}")
+        self._latch.raise_failed()
         if remaining:
             raise DeliveryFailed(f"{remaining} output record(s) unacknowledged after {timeout}s")
 

@@ -60,6 +60,8 @@ class KeyedRows:
 
 Column: TypeAlias = Sequence[Any] | Same | KeyedRows
 Record = dict[str, Any]
+#: The compiled encoder of one shape: ``f(columns, n)``.
+_ShapeEncoder: TypeAlias = Callable[[Mapping[str, Column], int], list[bytes]]
 
 
 def records_from_columns(columns: Mapping[str, Column], n: int) -> list[Record]:
@@ -180,8 +182,7 @@ class ColumnEncoder:
             for f in root.fields
             if f.has_default or isinstance(f.node, _Optional) or f.node == _Prim("null")
         }
-        self._shapes: dict[tuple[str, ...], Callable[[Mapping[str, Column], int], list[bytes]]]
-        self._shapes = {}
+        self._shapes: dict[tuple[str, ...], _ShapeEncoder] = {}
         self._layouts: dict[tuple[str, tuple[str, ...]], Callable[..., bytes]] = {}
         #: Batches the compiled loop handed to the records path (a value it did not take).
         self.fallbacks = 0
@@ -251,7 +252,7 @@ class ColumnEncoder:
                 self._layouts[(name, keys)] = layout
         return layout
 
-    def _compile(self, shape: dict[str, str]) -> Callable[[Mapping[str, Column], int], list[bytes]]:
+    def _compile(self, shape: dict[str, str]) -> _ShapeEncoder:
         writer = _ColumnSource(self._root, ENCODE_RUNTIME)
         function_source = writer.shape_function(self._root, shape)  # writes its helpers too
         source = "\n\n".join([*writer.helpers, function_source]) + "\n"
@@ -259,5 +260,5 @@ class ColumnEncoder:
         ns["_layout_for"] = self._layout_for
         exec(compile(source, f"<avro columns {self._root.name}>", "exec"), ns)  # noqa: S102 - generated from the schema
         self.sources[tuple(shape.values())] = source
-        function: Callable[[Mapping[str, Column], int], list[bytes]] = ns["encode_columns"]
+        function: _ShapeEncoder = ns["encode_columns"]
         return function
