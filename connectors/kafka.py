@@ -238,6 +238,18 @@ class Producer:
         if remaining:
             raise DeliveryFailed(f"{remaining} output record(s) unacknowledged after {timeout}s")
 
+    def close(self, *, discard: bool = False) -> None:
+        """End the client and its broker connections (no reconnecting after a run).
+
+        ``discard`` drops what is still queued instead of delivering it: for a run that
+        did not end cleanly, whose unacknowledged outputs are uncommitted and so are
+        consumed and produced again. Call :meth:`flush` first to deliver them.
+        """
+        if discard:
+            self._producer.purge()
+            self._producer.poll(0)  # the purged records' reports: nothing is left queued
+        self._producer.close()
+
     def __len__(self) -> int:
         return len(self._producer)
 

@@ -152,6 +152,7 @@ def _close(processor: Any) -> None:
     for closable in processor.closables:
         closable.close()
     processor.producer.flush(processor.settings.processor.flush_timeout_s)
+    processor.producer.close()
     processor.consumer.close()
 
 

@@ -368,11 +368,16 @@ class Processor:
                 side_path.close()  # drained before the final commit
             for closable in self.closables:
                 closable.close()
-            if clean:
-                self._commit()
-                # Side paths drained above may have produced after the last pending
-                # offset was committed (shadow records): deliver those too.
-                self.producer.flush(self.settings.processor.flush_timeout_s)
+            delivered = False
+            try:
+                if clean:
+                    self._commit()
+                    # Side paths drained above may have produced after the last pending
+                    # offset was committed (shadow records): deliver those too.
+                    self.producer.flush(self.settings.processor.flush_timeout_s)
+                    delivered = True
+            finally:  # what was not delivered is uncommitted: consumed again next run
+                self.producer.close(discard=not delivered)
             self.member.close()
             for side_path in self.side_paths:
                 self.summary.side_paths.update(side_path.report())

@@ -92,6 +92,8 @@ class SideSinks:
             except DeliveryFailed as exc:  # best-effort output: said, not raised
                 self.metrics.shadow_errors.inc()
                 log.error("shadow records not delivered at shutdown: %s", exc)
+            self._producer.close(discard=True)  # what flush could not deliver is dropped
+            self._producer = None
 
 
 def build_side_sinks(settings_data: dict[str, Any]) -> SideSinks:

@@ -49,3 +49,25 @@ def test_settled_raises_for_a_record_the_broker_never_took(
             if producer.settled():
                 pytest.fail("a record that was never delivered counted as settled")
             time.sleep(0.05)
+
+
+def test_close_delivers_what_was_flushed_and_discard_drops_the_rest_at_once(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    topic = settings.topics.predictions
+    Admin(settings.kafka).ensure_topics([topic], partitions=1)
+    kept = Producer(settings.kafka, client_id="close-kept", linger_ms=0)
+    kept.produce_many(topic, [b"kept"] * 5, [b"k"] * 5)
+    kept.flush(10)
+    kept.close()
+    with pytest.raises(RuntimeError, match="closed"):  # no client left to reconnect
+        kept.produce(topic, b"late", b"k")
+    # Queued for a minute of lingering, then discarded: close does not wait for them.
+    dropped = Producer(settings.kafka, client_id="close-dropped", linger_ms=60_000)
+    dropped.produce_many(topic, [b"dropped"] * 5, [b"k"] * 5)
+    started = time.monotonic()
+    dropped.close(discard=True)
+    assert time.monotonic() - started < 5
+    # read_topic waits a second past the fifth record: nothing else arrives.
+    assert [r.value for r in read_topic(settings, topic, 5, settle=2.0)] == [b"kept"] * 5
