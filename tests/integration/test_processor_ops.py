@@ -264,8 +264,11 @@ def test_lag_per_partition_is_end_minus_committed_after_a_known_number_of_events
     ensure_topics(settings)
     topic, group = settings.topics.events, settings.processor.group_id
     produce_one_per_batch(settings, 300, "done")
-    summary = build_processor(settings).run(exit_when_idle=2)
+    first = build_processor(settings)
+    summary = first.run(exit_when_idle=2)
     assert summary.events_in == 300
+    with pytest.raises(RuntimeError, match="closed"):  # its client ended with the run
+        first.producer.produce(settings.topics.predictions, b"late", b"k")
     produce_one_per_batch(settings, 200, "pending")  # produced while no processor runs
     counts = partition_counts(settings, 500)
     done, pending = counts["done"], counts["pending"]
