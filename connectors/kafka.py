@@ -147,6 +147,7 @@ class Producer:
         #: The largest record this producer sends (librdkafka's ``message.max.bytes``).
         self.max_message_bytes = int(config.get("message.max.bytes", DEFAULT_MAX_MESSAGE_BYTES))
         self._producer = _Producer(config)
+        self._closed = False
 
     def produce(
         self,
@@ -243,8 +244,12 @@ class Producer:
 
         ``discard`` drops what is still queued instead of delivering it: for a run that
         did not end cleanly, whose unacknowledged outputs are uncommitted and so are
-        consumed and produced again. Call :meth:`flush` first to deliver them.
+        consumed and produced again. Call :meth:`flush` first to deliver them. A second
+        call does nothing.
         """
+        if self._closed:
+            return
+        self._closed = True
         if discard:
             self._producer.purge()
             self._producer.poll(0)  # the purged records' reports: nothing is left queued

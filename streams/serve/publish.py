@@ -51,6 +51,7 @@ class Publisher:
         self._unconfirmed: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="http-publisher", daemon=True)
         self._thread.start()
 
@@ -61,12 +62,12 @@ class Publisher:
         n = len(values)
         if n == 0:
             return
-        if not self.broker_up() or len(self.producer) + n > self.max_pending:
+        if self._closed or not self.broker_up() or len(self.producer) + n > self.max_pending:
             self._count_gap(Counter({role: n}))
             return
         try:
             self.producer.produce_many(topic, values, keys)
-        except DeliveryFailed as exc:
+        except (DeliveryFailed, RuntimeError) as exc:  # RuntimeError: closed meanwhile
             log.warning("cannot queue %d %s record(s): %s", n, role, exc)
             self._count_gap(Counter({role: n}))
             return
@@ -100,5 +101,7 @@ class Publisher:
 
     def close(self) -> None:
         self._stop.set()
+        self._closed = True  # from now on a record handed over counts as the gap
         self._thread.join(timeout=self.delivery_timeout_s + 5)
         self.flush_once()
+        self.producer.close(discard=True)  # what flush_once could not confirm is the gap

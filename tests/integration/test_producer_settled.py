@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -11,6 +12,8 @@ from connectors.kafka import Producer
 from connectors.kafka_admin import Admin
 from schemas.errors import DeliveryFailed
 from schemas.settings import Settings
+from streams.ops.metrics import Metrics
+from streams.serve.publish import Publisher
 from tests.integration.kafka_io import read_topic, wait_until
 
 
@@ -61,6 +64,7 @@ def test_close_delivers_what_was_flushed_and_discard_drops_the_rest_at_once(
     kept.produce_many(topic, [b"kept"] * 5, [b"k"] * 5)
     kept.flush(10)
     kept.close()
+    kept.close(discard=True)  # a second close does nothing
     with pytest.raises(RuntimeError, match="closed"):  # no client left to reconnect
         kept.produce(topic, b"late", b"k")
     # Queued for a minute of lingering, then discarded: close does not wait for them.
@@ -71,3 +75,19 @@ def test_close_delivers_what_was_flushed_and_discard_drops_the_rest_at_once(
     assert time.monotonic() - started < 5
     # read_topic waits a second past the fifth record: nothing else arrives.
     assert [r.value for r in read_topic(settings, topic, 5, settle=2.0)] == [b"kept"] * 5
+
+
+def test_the_http_publisher_delivers_at_close_and_counts_later_records_as_the_gap(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    topic = settings.topics.predictions
+    Admin(settings.kafka).ensure_topics([topic], partitions=1)
+    producer = Producer(settings.kafka, client_id="publisher-test", linger_ms=5)
+    publisher = Publisher(producer, Metrics(), flush_every_s=30.0)  # only close flushes
+    publisher.publish("champion", topic, [b"p"] * 4, [b"k"] * 4)
+    publisher.close()
+    assert publisher.published == Counter({"champion": 4}) and not publisher.gap
+    publisher.publish("champion", topic, [b"late"] * 2, [b"k"] * 2)  # never raises
+    assert publisher.gap == Counter({"champion": 2})
+    assert [r.value for r in read_topic(settings, topic, 4, settle=2.0)] == [b"p"] * 4
