@@ -273,6 +273,16 @@ class PartitionOffsets:
         return max(self.high - start, 0)
 
 
+def _partitions(next_offsets: dict[tuple[str, int], int]) -> list[TopicPartition]:
+    return [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+
+
+def _kafka_error(exc: KafkaException) -> KafkaError:
+    if exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0]
+    raise InfrastructureError(f"offset commit failed: {exc}") from exc
+
+
 RebalanceCallback = Callable[[list[TopicPartition]], None]
 
 #: Commit refusals that mean "the group has moved on" (a rebalance), not a failure.
@@ -311,6 +321,7 @@ class Consumer:
             # librdkafka's default (1 s) stalls fetching once the local queue is full:
             # measured, it capped consumption at ~38k records/s.
             "fetch.queue.backoff.ms": 10,
+            "on_commit": self._on_commit,
             **extra,
             **kafka.client_config,  # the user's librdkafka properties win over our defaults
         }
@@ -320,6 +331,8 @@ class Consumer:
         self.cooperative = "cooperative" in str(config.get("partition.assignment.strategy", ""))
         #: Partitions that reported their end (``enable.partition.eof``) since :meth:`take_ends`.
         self._ends: list[tuple[str, int]] = []
+        #: Commit answers (error, [(topic, partition, offset, error)]) since :meth:`commit_answers`.
+        self._answers: list[tuple[KafkaError | None, list[tuple[str, int, int, Any]]]] = []
 
     def subscribe(
         self,
@@ -373,14 +386,50 @@ class Consumer:
         """Synchronously commit ``{(topic, partition): next offset}``; False if refused."""
         if not next_offsets:
             return True
-        partitions = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
         try:
-            answered = self._consumer.commit(offsets=partitions, asynchronous=False) or []
-            err = next((tp.error for tp in answered if tp.error is not None), None)
+            answered = self._consumer.commit(offsets=_partitions(next_offsets), asynchronous=False)
+            err = next((tp.error for tp in answered or [] if tp.error is not None), None)
         except KafkaException as exc:
-            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            if err is None:
-                raise InfrastructureError(f"offset commit failed: {exc}") from exc
+            err = _kafka_error(exc)
+        return self._taken(err)
+
+    def commit_async(self, next_offsets: dict[tuple[str, int], int]) -> bool:
+        """Send a commit without waiting for it; its answer comes from :meth:`commit_answers`.
+
+        False if the group refused it at once (rebalancing).
+        """
+        if not next_offsets:
+            return True
+        try:
+            self._consumer.commit(offsets=_partitions(next_offsets), asynchronous=True)
+        except KafkaException as exc:
+            return self._taken(_kafka_error(exc))
+        return True
+
+    def commit_answers(self) -> list[tuple[dict[tuple[str, int], int], bool]]:
+        """The answers to commits since the last call, served by :meth:`consume`:
+        ``(offsets, taken)``. Not taken: the group moved on or the error is
+        retriable (commit them again); any other error raises."""
+        answers, self._answers = self._answers, []
+        result = []
+        for err, offsets in answers:
+            err = err or next((e for *_, e in offsets if e is not None), None)
+            if err is not None and err.retriable():
+                log.warning("offset commit not taken (%s): it goes with the next", err.str())
+                taken = False
+            else:
+                taken = self._taken(err)
+            result.append(({(t, p): o for t, p, o, _ in offsets}, taken))
+        return result
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        # Served by consume() for commit_async (a synchronous commit answers itself).
+        self._answers.append(
+            (err, [(tp.topic, tp.partition, tp.offset, tp.error) for tp in partitions or []])
+        )
+
+    def _taken(self, err: KafkaError | None) -> bool:
+        """True for no error, False for a group that moved on; raises for anything else."""
         if err is None:
             return True
         if err.code() not in GROUP_MOVED_ON:

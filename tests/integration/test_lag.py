@@ -162,6 +162,31 @@ def test_lag_falls_to_zero_once_the_end_is_committed(settings: Settings) -> None
 
 
 @pytest.mark.integration
+def test_a_commit_sent_without_waiting_is_answered_by_a_later_consume(settings: Settings) -> None:
+    topic = new_topic(settings, {0: 6, 1: 3})
+    group = fresh_group()
+    member = Consumer(settings.kafka, group_id=group, client_id=f"{group}-async")
+    try:
+        assert member.commit_async({(topic, 0): 5, (topic, 1): 3}) is True
+        assert member.commit_answers() == []  # nothing answered before a consume serves it
+        answers: list[tuple[dict[tuple[str, int], int], bool]] = []
+        deadline = time.monotonic() + 10
+        while not answers and time.monotonic() < deadline:
+            member.consume(1, 0.05)
+            answers = member.commit_answers()
+        assert answers == [({(topic, 0): 5, (topic, 1): 3}, True)]
+        assert member.commit({(topic, 0): 6}) is True
+        member.consume(1, 0.05)
+        assert member.commit_answers() == []  # a synchronous commit answers itself
+    finally:
+        member.close()
+    assert [(p.committed, p.lag) for p in group_lag(settings.kafka, group, [topic])] == [
+        (6, 0),
+        (3, 0),
+    ]
+
+
+@pytest.mark.integration
 def test_unknown_group_has_no_partitions_unless_topics_are_named(settings: Settings) -> None:
     topic = new_topic(settings, {0: 4, 1: 1})
     group = fresh_group()

@@ -42,9 +42,30 @@ class TwinProducer:
 class TwinConsumer:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
+        #: Commits sent without waiting whose answer has not come yet, oldest first.
+        self.in_flight: list[dict[tuple[str, int], int]] = []
+        self.answers: list[tuple[dict[tuple[str, int], int], bool]] = []
+        self.refuse_at_once = False
+        self.refuse_sync = False
 
-    def commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
+    def commit(self, next_offsets: dict[tuple[str, int], int]) -> bool:
         self.journal.calls.append(("commit", dict(next_offsets)))
+        return not self.refuse_sync
+
+    def commit_async(self, next_offsets: dict[tuple[str, int], int]) -> bool:
+        self.journal.calls.append(("commit_async", dict(next_offsets)))
+        if self.refuse_at_once:
+            return False
+        self.in_flight.append(dict(next_offsets))
+        return True
+
+    def answer(self, *, taken: bool = True, newest: bool = False) -> None:
+        """The broker answers a commit in flight (the oldest unless ``newest``)."""
+        self.answers.append((self.in_flight.pop(-1 if newest else 0), taken))
+
+    def commit_answers(self) -> list[tuple[dict[tuple[str, int], int], bool]]:
+        answers, self.answers = self.answers, []
+        return answers
 
 
 class Clock:
@@ -65,11 +86,17 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 def make(
     journal: Journal, *, interval_s: float = 1.0, fail_next: int = 0
 ) -> tuple[Checkpoint, TwinProducer]:
+    cp, producer, _ = make_with_consumer(journal, interval_s=interval_s, fail_next=fail_next)
+    return cp, producer
+
+
+def make_with_consumer(
+    journal: Journal, *, interval_s: float = 1.0, fail_next: int = 0
+) -> tuple[Checkpoint, TwinProducer, TwinConsumer]:
     producer = TwinProducer(journal, fail_next)
-    return (
-        Checkpoint(producer, TwinConsumer(journal), interval_s=interval_s, flush_timeout_s=12.5),
-        producer,
-    )
+    consumer = TwinConsumer(journal)
+    cp = Checkpoint(producer, consumer, interval_s=interval_s, flush_timeout_s=12.5)
+    return cp, producer, consumer
 
 
 def test_next_offsets_are_max_offset_plus_one_per_partition(clock: Clock) -> None:
@@ -198,17 +225,23 @@ def test_pending_is_a_copy(clock: Clock) -> None:
 
 def test_without_waiting_settled_outputs_are_committed_with_no_flush(clock: Clock) -> None:
     journal = Journal()
-    cp, _ = make(journal, interval_s=1.0)
+    cp, _, consumer = make_with_consumer(journal, interval_s=1.0)
     cp.track([("events", 0, 3)])
     clock.now += 1.0
     cp.commit(wait=False)
-    assert journal.calls == [("settled", 0), ("commit", {("events", 0): 4})]
+    assert journal.calls == [("settled", 0), ("commit_async", {("events", 0): 4})]
+    assert cp.commits == 0 and cp.pending == {}  # sent; it counts once the broker answers
+    consumer.answer(taken=True)
+    clock.now += 1.0
+    assert cp.due()  # an answer to settle
+    cp.commit(wait=False)
     assert cp.commits == 1 and not cp.due()
+    assert journal.calls[-1] == ("commit_async", {("events", 0): 4})  # nothing new sent
 
 
 def test_without_waiting_outputs_in_flight_are_tried_again_then_waited_for(clock: Clock) -> None:
     journal = Journal()
-    cp, producer = make(journal, interval_s=1.0)
+    cp, producer, consumer = make_with_consumer(journal, interval_s=1.0)
     cp.track([("events", 0, 3)])
     producer.in_flight = 7
     clock.now += 1.0
@@ -220,8 +253,117 @@ def test_without_waiting_outputs_in_flight_are_tried_again_then_waited_for(clock
     assert journal.calls[-1] == ("settled", 7) and cp.commits == 0
     clock.now += 0.01  # overdue: this time it waits for delivery
     cp.commit(wait=False)
+    assert journal.calls[-2:] == [("flush", 12.5), ("commit_async", {("events", 0): 4})]
+    consumer.answer()
+    cp.commit(wait=False)
+    assert cp.commits == 1
+
+
+# -- commits sent without waiting: what their answers do -------------------------------------------
+
+
+def test_a_refused_answer_puts_its_offsets_back_and_the_next_commit_carries_them(
+    clock: Clock,
+) -> None:
+    journal = Journal()
+    cp, _, consumer = make_with_consumer(journal, interval_s=1.0)
+    cp.track([("events", 0, 3), ("events", 1, 8)])
+    clock.now += 1.0
+    cp.commit(wait=False)
+    consumer.answer(taken=False)  # rebalancing, or a retriable error
+    cp.track([("events", 1, 9)])
+    clock.now += 1.0
+    cp.commit(wait=False)
+    assert journal.calls[-1] == ("commit_async", {("events", 0): 4, ("events", 1): 10})
+    assert cp.commits == 0
+    consumer.answer(taken=True)
+    clock.now += 1.0
+    cp.commit(wait=False)
+    assert cp.commits == 1 and cp.pending == {} and not cp.due()
+
+
+def test_a_refused_answer_superseded_by_a_later_commit_is_not_sent_again(clock: Clock) -> None:
+    journal = Journal()
+    cp, _, consumer = make_with_consumer(journal, interval_s=1.0)
+    cp.track([("events", 0, 3)])
+    clock.now += 1.0
+    cp.commit(wait=False)
+    cp.track([("events", 0, 6)])
+    clock.now += 1.0
+    cp.commit(wait=False)  # a second commit in flight carries partition 0 further
+    assert journal.calls[-1] == ("commit_async", {("events", 0): 7})
+    consumer.answer(taken=True, newest=True)  # the later one lands first
+    consumer.answer(taken=False)  # the earlier one is refused: the later one carried it
+    clock.now += 1.0
+    cp.commit(wait=False)
+    assert cp.pending == {} and cp.commits == 1
+    assert [name for name, _ in journal.calls].count("commit_async") == 2
+
+
+def test_a_commit_refused_at_once_stays_pending(clock: Clock) -> None:
+    journal = Journal()
+    cp, _, consumer = make_with_consumer(journal, interval_s=1.0)
+    consumer.refuse_at_once = True
+    cp.track([("events", 0, 3)])
+    clock.now += 1.0
+    cp.commit(wait=False)
+    assert cp.pending == {("events", 0): 4} and cp.commits == 0 and not consumer.in_flight
+
+
+def test_a_waiting_commit_carries_the_offsets_still_in_flight(clock: Clock) -> None:
+    journal = Journal()
+    cp, _, consumer = make_with_consumer(journal, interval_s=1.0)
+    cp.track([("events", 0, 3), ("events", 1, 5)])
+    clock.now += 1.0
+    cp.commit(wait=False)  # in flight, unanswered
+    cp.track([("events", 0, 4)])
+    cp.commit()  # shutdown or revoke: the last word, synchronous
+    assert journal.calls[-2:] == [
+        ("flush", 12.5),
+        ("commit", {("events", 0): 5, ("events", 1): 6}),
+    ]
+    assert cp.commits == 1
+    consumer.answer(taken=False)  # the old answer, late: changes nothing any more
+    cp.commit()
+    assert cp.pending == {} and cp.commits == 1
+    assert journal.calls[-1] == ("commit", {("events", 0): 5, ("events", 1): 6})
+
+
+def test_a_waiting_commit_with_only_offsets_in_flight_still_commits_them(clock: Clock) -> None:
+    journal = Journal()
+    cp, _, _ = make_with_consumer(journal, interval_s=1.0)
+    cp.track([("events", 0, 3)])
+    clock.now += 1.0
+    cp.commit(wait=False)
+    cp.commit()
     assert journal.calls[-2:] == [("flush", 12.5), ("commit", {("events", 0): 4})]
     assert cp.commits == 1
+
+
+def test_a_refused_waiting_commit_keeps_the_in_flight_offsets_pending(clock: Clock) -> None:
+    journal = Journal()
+    cp, _, consumer = make_with_consumer(journal, interval_s=1.0)
+    cp.track([("events", 0, 3)])
+    clock.now += 1.0
+    cp.commit(wait=False)
+    consumer.refuse_sync = True
+    cp.commit()
+    assert cp.pending == {("events", 0): 4} and cp.commits == 0
+    cp.forget([("events", 0)])  # revoked: the next holder reads them again
+    assert cp.pending == {} and not cp.due()
+
+
+def test_forget_drops_offsets_in_flight_and_their_late_answer(clock: Clock) -> None:
+    journal = Journal()
+    cp, _, consumer = make_with_consumer(journal, interval_s=1.0)
+    cp.track([("events", 0, 3), ("events", 1, 5)])
+    clock.now += 1.0
+    cp.commit(wait=False)
+    cp.forget([("events", 0)])
+    consumer.answer(taken=False)
+    cp.commit()
+    assert cp.pending == {}
+    assert journal.calls[-1] == ("commit", {("events", 1): 6})  # partition 0 is not ours
 
 
 def test_without_waiting_a_failed_delivery_raises_and_commits_nothing(clock: Clock) -> None:

@@ -48,6 +48,13 @@ class TwinConsumer:
         self.calls.append(("commit", dict(next_offsets)))
         return not self.refuse_commits
 
+    def commit_async(self, next_offsets: dict[tuple[str, int], int]) -> bool:
+        self.calls.append(("commit_async", dict(next_offsets)))
+        return not self.refuse_commits
+
+    def commit_answers(self) -> list[tuple[dict[tuple[str, int], int], bool]]:
+        return []  # a rebalance commits synchronously: no answers come later
+
     def starts_at(
         self, partitions: list[TopicPartition], timestamp_ms: int, timeout: float = 10.0
     ) -> list[TopicPartition]:
