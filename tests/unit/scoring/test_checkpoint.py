@@ -262,14 +262,22 @@ def test_without_waiting_outputs_in_flight_are_tried_again_then_waited_for(clock
 # -- commits sent without waiting: what their answers do -------------------------------------------
 
 
+def in_flight(
+    clock: Clock, positions: list[tuple[str, int, int]]
+) -> tuple[Checkpoint, TwinConsumer, Journal]:
+    """A checkpoint whose commit of ``positions`` was sent without waiting, not yet answered."""
+    journal = Journal()
+    cp, _, consumer = make_with_consumer(journal, interval_s=1.0)
+    cp.track(positions)
+    clock.now += 1.0
+    cp.commit(wait=False)
+    return cp, consumer, journal
+
+
 def test_a_refused_answer_puts_its_offsets_back_and_the_next_commit_carries_them(
     clock: Clock,
 ) -> None:
-    journal = Journal()
-    cp, _, consumer = make_with_consumer(journal, interval_s=1.0)
-    cp.track([("events", 0, 3), ("events", 1, 8)])
-    clock.now += 1.0
-    cp.commit(wait=False)
+    cp, consumer, journal = in_flight(clock, [("events", 0, 3), ("events", 1, 8)])
     consumer.answer(taken=False)  # rebalancing, or a retriable error
     cp.track([("events", 1, 9)])
     clock.now += 1.0
@@ -283,11 +291,7 @@ def test_a_refused_answer_puts_its_offsets_back_and_the_next_commit_carries_them
 
 
 def test_a_refused_answer_superseded_by_a_later_commit_is_not_sent_again(clock: Clock) -> None:
-    journal = Journal()
-    cp, _, consumer = make_with_consumer(journal, interval_s=1.0)
-    cp.track([("events", 0, 3)])
-    clock.now += 1.0
-    cp.commit(wait=False)
+    cp, consumer, journal = in_flight(clock, [("events", 0, 3)])
     cp.track([("events", 0, 6)])
     clock.now += 1.0
     cp.commit(wait=False)  # a second commit in flight carries partition 0 further
@@ -311,11 +315,7 @@ def test_a_commit_refused_at_once_stays_pending(clock: Clock) -> None:
 
 
 def test_a_waiting_commit_carries_the_offsets_still_in_flight(clock: Clock) -> None:
-    journal = Journal()
-    cp, _, consumer = make_with_consumer(journal, interval_s=1.0)
-    cp.track([("events", 0, 3), ("events", 1, 5)])
-    clock.now += 1.0
-    cp.commit(wait=False)  # in flight, unanswered
+    cp, consumer, journal = in_flight(clock, [("events", 0, 3), ("events", 1, 5)])
     cp.track([("events", 0, 4)])
     cp.commit()  # shutdown or revoke: the last word, synchronous
     assert journal.calls[-2:] == [
@@ -330,22 +330,14 @@ def test_a_waiting_commit_carries_the_offsets_still_in_flight(clock: Clock) -> N
 
 
 def test_a_waiting_commit_with_only_offsets_in_flight_still_commits_them(clock: Clock) -> None:
-    journal = Journal()
-    cp, _, _ = make_with_consumer(journal, interval_s=1.0)
-    cp.track([("events", 0, 3)])
-    clock.now += 1.0
-    cp.commit(wait=False)
+    cp, _, journal = in_flight(clock, [("events", 0, 3)])
     cp.commit()
     assert journal.calls[-2:] == [("flush", 12.5), ("commit", {("events", 0): 4})]
     assert cp.commits == 1
 
 
 def test_a_refused_waiting_commit_keeps_the_in_flight_offsets_pending(clock: Clock) -> None:
-    journal = Journal()
-    cp, _, consumer = make_with_consumer(journal, interval_s=1.0)
-    cp.track([("events", 0, 3)])
-    clock.now += 1.0
-    cp.commit(wait=False)
+    cp, consumer, _ = in_flight(clock, [("events", 0, 3)])
     consumer.refuse_sync = True
     cp.commit()
     assert cp.pending == {("events", 0): 4} and cp.commits == 0
@@ -354,11 +346,7 @@ def test_a_refused_waiting_commit_keeps_the_in_flight_offsets_pending(clock: Clo
 
 
 def test_forget_drops_offsets_in_flight_and_their_late_answer(clock: Clock) -> None:
-    journal = Journal()
-    cp, _, consumer = make_with_consumer(journal, interval_s=1.0)
-    cp.track([("events", 0, 3), ("events", 1, 5)])
-    clock.now += 1.0
-    cp.commit(wait=False)
+    cp, consumer, journal = in_flight(clock, [("events", 0, 3), ("events", 1, 5)])
     cp.forget([("events", 0)])
     consumer.answer(taken=False)
     cp.commit()
