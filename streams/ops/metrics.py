@@ -196,7 +196,9 @@ class Metrics:
             ["topic", "partition"], registry=r,
         )  # fmt: skip
         self.commits = Counter(
-            "streamscore_commits_total", "Offset commits (checkpoints).", registry=r
+            "streamscore_commits_total",
+            "Offset commits the group took (checkpoints).",
+            registry=r,
         )
         self.last_progress = Gauge(
             "streamscore_last_progress_timestamp_seconds",

@@ -304,6 +304,19 @@ def test_a_refused_answer_superseded_by_a_later_commit_is_not_sent_again(clock: 
     assert [name for name, _ in journal.calls].count("commit_async") == 2
 
 
+def test_answers_settled_at_once_each_count(clock: Clock) -> None:
+    cp, consumer, journal = in_flight(clock, [("events", 0, 3)])
+    cp.track([("events", 1, 5)])
+    clock.now += 1.0
+    cp.commit(wait=False)  # another partition: both commits matter
+    consumer.answer()
+    consumer.answer()
+    clock.now += 1.0
+    cp.commit(wait=False)
+    assert cp.commits == 2 and not cp.due()
+    assert [name for name, _ in journal.calls].count("commit_async") == 2
+
+
 def test_a_commit_refused_at_once_stays_pending(clock: Clock) -> None:
     journal = Journal()
     cp, _, consumer = make_with_consumer(journal, interval_s=1.0)
