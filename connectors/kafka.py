@@ -46,6 +46,8 @@ def client_id(role: str) -> str:
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 #: Error codes meaning "this record is larger than the client, broker or topic accepts".
 TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})
+#: Delivery reports of records a purge dropped.
+PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
 
 #: Given a refused record (topic, value, key, headers), a smaller one to send instead,
 #: or None when there is nothing smaller to send. See :class:`Producer`.
@@ -77,11 +79,16 @@ class _DeliveryLatch:
     def __init__(self, shrinkable: frozenset[str] = frozenset()) -> None:
         self.error: KafkaError | None = None
         self.failed = 0
+        #: Records dropped by a purge, not failed.
+        self.discarded = 0
         self.shrinkable = shrinkable
         self.refused: list[Refused] = []
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
+            return
+        if err.code() in PURGED:  # dropped on purpose (Producer.close(discard=True))
+            self.discarded += 1
             return
         topic = msg.topic() or ""
         if err.code() in TOO_LARGE and topic in self.shrinkable:
@@ -253,6 +260,9 @@ class Producer:
         if discard:
             self._producer.purge()
             self._producer.poll(0)  # the purged records' reports: nothing is left queued
+            if dropped := self._latch.discarded:
+                log.warning("dropped %d unacknowledged output record(s): their inputs are "
+                            "uncommitted and are consumed again", dropped)  # fmt: skip
         self._producer.close()
 
     def __len__(self) -> int:

@@ -62,7 +62,7 @@ def _stage_cpu(settings: Settings, run_id: str) -> dict[str, dict[str, float]]:
             result[fmt] = {stage: round(s * 1e6 / BATCH, 3) for stage, s in best.items()}
         return result
     finally:
-        _close(processor)
+        processor.release(clean=True)  # nothing was consumed: delivers, commits nothing
 
 
 def _parser_cpu(settings: Settings, run_id: str) -> dict[str, float]:
@@ -134,7 +134,7 @@ def _side_path_cpu(settings: Settings, mode: str, run_id: str) -> dict[str, Any]
             ),
         }
     finally:
-        _close(processor)
+        processor.release(clean=True)  # nothing was consumed: delivers, commits nothing
 
 
 def _drain(paths: list[Any]) -> None:
@@ -142,18 +142,6 @@ def _drain(paths: list[Any]) -> None:
         for worker in (getattr(side_path, "worker", None), getattr(side_path, "lane", None)):
             if worker is not None:
                 worker.drain(120)
-
-
-def _close(processor: Any) -> None:
-    if processor.watcher is not None:
-        processor.watcher.stop()
-    for side_path in processor.side_paths:
-        side_path.close()
-    for closable in processor.closables:
-        closable.close()
-    processor.producer.flush(processor.settings.processor.flush_timeout_s)
-    processor.producer.close()
-    processor.consumer.close()
 
 
 def cpu_profile(topics: Topics, run_id: str, say: Progress) -> dict[str, Any]:

@@ -362,23 +362,7 @@ class Processor:
                     self.stop(f"reached {max_events} events")
             clean = True
         finally:
-            if self.watcher is not None:
-                self.watcher.stop()
-            for side_path in self.side_paths:
-                side_path.close()  # drained before the final commit
-            for closable in self.closables:
-                closable.close()
-            delivered = False
-            try:
-                if clean:
-                    self._commit()
-                    # Side paths drained above may have produced after the last pending
-                    # offset was committed (shadow records): deliver those too.
-                    self.producer.flush(self.settings.processor.flush_timeout_s)
-                    delivered = True
-            finally:  # what was not delivered is uncommitted: consumed again next run
-                self.producer.close(discard=not delivered)
-            self.member.close()
+            self.release(clean=clean)
             for side_path in self.side_paths:
                 self.summary.side_paths.update(side_path.report())
             for sig, handler in handlers.items():
@@ -389,6 +373,29 @@ class Processor:
             self.summary.exit_reason = self._stop_reason or "error"
             self.summary.replay = self.replay.report() if self.replay is not None else None
         return self.summary
+
+    def release(self, *, clean: bool) -> None:
+        """End what the processor holds: the model watcher, the side paths (drained), the
+        closables and its Kafka clients. ``clean``: commit, and deliver what the side paths
+        produced, first; otherwise undelivered outputs are dropped (they are uncommitted,
+        so their inputs are consumed again next run)."""
+        if self.watcher is not None:
+            self.watcher.stop()
+        for side_path in self.side_paths:
+            side_path.close()  # drained before the final commit
+        for closable in self.closables:
+            closable.close()
+        delivered = False
+        try:
+            if clean:
+                self._commit()
+                # Side paths drained above may have produced after the last pending
+                # offset was committed (shadow records): deliver those too.
+                self.producer.flush(self.settings.processor.flush_timeout_s)
+                delivered = True
+        finally:
+            self.producer.close(discard=not delivered)
+        self.member.close()
 
     def _replay_progress(self) -> None:
         """End the partitions past the stretch, stop fetching them, stop once all ended."""
