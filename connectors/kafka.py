@@ -423,7 +423,8 @@ class Consumer:
         answers, self._answers = self._answers, []
         result = []
         for err, offsets in answers:
-            err = err or next((e for *_, e in offsets if e is not None), None)
+            if err is None:  # the request went through: a partition may still have failed
+                err = next((e for *_, e in offsets if e is not None), None)
             if err is not None and err.retriable():
                 log.warning("offset commit not taken (%s): it goes with the next", err.str())
                 taken = False

@@ -120,9 +120,7 @@ class Checkpoint:
                 self._sent.update(self._pending)
                 self._pending = {}
             return
-        offsets = {**self._sent}
-        for key, offset in self._pending.items():
-            offsets[key] = max(offset, offsets.get(key, -1))
+        offsets = {**self._sent, **self._pending}  # pending is newer where both hold a key
         if self._consumer.commit(offsets) is False:
             self._pending, self._sent = offsets, {}
             return
@@ -140,8 +138,8 @@ class Checkpoint:
                     continue  # a later commit carries this partition, or a synchronous one did
                 matched = True
                 del sent[key]
-                if not taken and offset > self._pending.get(key, -1):
-                    self._pending[key] = offset
+                if not taken:  # pending holds only offsets tracked after this one was sent
+                    self._pending.setdefault(key, offset)
             if matched and taken:
                 self.commits += 1
 
