@@ -97,7 +97,7 @@ def latency_phases(result: dict[str, Any]) -> list[dict[str, Any]]:
     return main + list(result.get("latency_more", []))
 
 
-def _ensure_stack(settings: Settings) -> list[dict[str, Any]]:
+def ensure_stack(settings: Settings) -> list[dict[str, Any]]:
     """Start the embedded broker / Redis the settings point at, if they are not running."""
     if not (settings.kafka.is_embedded or settings.redis.is_embedded):
         return []
@@ -176,7 +176,7 @@ def run_bench(
         "broker": broker_info(settings),
         "settings": settings.model_dump(mode="json"),
     }
-    result["stack"] = _ensure_stack(settings)
+    result["stack"] = ensure_stack(settings)
     _ensure_models(settings)
     topics = Topics(settings, run_id, keep=keep_topics)
     try:

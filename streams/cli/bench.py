@@ -141,3 +141,39 @@ def bench(
         markdown_path.parent.mkdir(parents=True, exist_ok=True)
         markdown_path.write_text(markdown(result), encoding="utf-8")
         console.print(f"wrote {markdown_path}")
+
+
+def bench_broker(
+    ctx: typer.Context,
+    rate: Annotated[float, typer.Option(min=1.0, help="Records a second.")] = 3000.0,
+    seconds: Annotated[float, typer.Option(min=1.0, help="How long the producer sends.")] = 60.0,
+    linger_ms: Annotated[int, typer.Option(min=0, help="The producer's linger.ms.")] = 5,
+    fetch_wait_ms: Annotated[
+        int, typer.Option(min=0, help="The consumer's fetch.wait.max.ms.")
+    ] = 20,
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions of the fresh topic.")] = 3,
+    window: Annotated[float, typer.Option(min=0.5, help="Seconds per reported row.")] = 10.0,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the full result as JSON here.")
+    ] = None,
+) -> None:
+    """The broker's CPU and the hop through it as a topic fills with record batches."""
+    from streams.bench.broker import format_table, run_broker_bench
+    from streams.bench.run import ensure_stack
+
+    settings = settings_of(ctx)
+    try:
+        ensure_stack(settings)
+        result = run_broker_bench(
+            settings, rate=rate, seconds=seconds, linger_ms=linger_ms,
+            fetch_wait_ms=fetch_wait_ms, partitions=partitions, window_s=window,
+            command=_command(),
+        )  # fmt: skip
+    except (StreamscoreError, ValueError) as exc:
+        console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
+        raise typer.Exit(1) from exc
+    Console().print(format_table(result), highlight=False, soft_wrap=True)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+        console.print(f"wrote {json_path}")

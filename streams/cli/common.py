@@ -17,7 +17,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from pydantic import ValidationError
@@ -81,12 +81,31 @@ def error_line(exc: BaseException) -> tuple[str, int]:
     return f"{type(exc).__name__}: {exc}", 1
 
 
+#: click's error for a flag or command mistyped, missing or out of range (typer's own copy of
+#: click where it has one: the base of the ``BadParameter`` it exports).
+UsageError = cast(type[Exception], typer.BadParameter.__base__)
+
+
+def _usage(exc: Any, ctx: Any) -> typer.Exit:
+    """One line for a usage mistake, naming the command whose ``--help`` lists the flags."""
+    where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+    return fail(f"{exc.format_message()} ({where} --help lists them)", USAGE_EXIT)
+
+
 class GuardedGroup(TyperGroup):
     """A Typer group whose commands end in one error line, never a traceback."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except UsageError as exc:
+            raise _usage(exc, ctx) from exc
 
     def invoke(self, ctx: Any) -> Any:  # typer's own click Context
         try:
             return super().invoke(ctx)
+        except UsageError as exc:
+            raise _usage(exc, ctx) from exc
         except (StreamscoreError, ValidationError) as exc:
             invocation = ctx.find_object(Invocation)
             if invocation is not None and invocation.debug:

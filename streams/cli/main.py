@@ -21,7 +21,7 @@ from schemas.errors import ConfigError, InfrastructureError
 from schemas.settings import Settings
 from streams.cli.autopilot import autopilot_app, retrain
 from streams.cli.batch import sample_table, score_batch
-from streams.cli.bench import bench
+from streams.cli.bench import bench, bench_broker
 from streams.cli.common import (
     ConfigOption,
     Invocation,
@@ -447,6 +447,7 @@ reports.command("drift")(drift_report)
 app.add_typer(reports, name="report")
 app.command("bench")(bench)
 app.command("bench-http")(bench_http)
+app.command("bench-broker")(bench_broker)
 app.add_typer(serve_app, name="serve")
 app.command("score-batch")(score_batch)
 app.command("sample-table")(sample_table)

@@ -177,7 +177,7 @@ def test_bench_json_holds_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_throughput(result: dict[str, Any], *args: Any, **kwargs: Any) -> None:
         result["throughput"] = {"pipeline": {"eps": 1.0}}
 
-    monkeypatch.setattr(bench_run, "_ensure_stack", lambda settings: [])
+    monkeypatch.setattr(bench_run, "ensure_stack", lambda settings: [])
     monkeypatch.setattr(bench_run, "_ensure_models", lambda settings: None)
     monkeypatch.setattr(bench_run, "Topics", NoTopics)
     monkeypatch.setattr(bench_run, "throughput_phase", no_throughput)

@@ -111,3 +111,24 @@ def test_the_test_suites_own_variables_are_not_settings_and_not_refused() -> Non
     check_environment({"STREAMSCORE_TEST_KAFKA": "127.0.0.1:1", "STREAMSCORE_TEST_REDIS": "x"})
     with pytest.raises(ConfigError, match="STREAMSCORE_TESTS"):
         check_environment({"STREAMSCORE_TESTS": "1"})
+
+
+def test_bench_broker_refuses_a_rate_below_one(in_tmp: Path) -> None:
+    code, out = _invoke(["bench-broker", "--rate", "0"])
+    assert code == 2 and "--rate" in _one_line(out)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["bench-broker", "--rat", "5"], "No such option: --rat (Possible options: --rate)"),
+        (["models", "promte"], "No such command 'promte'. Did you mean 'promote'?"),
+        (["--bogus", "status"], "No such option: --bogus (streamscore --help lists them)"),
+        (["drift", "bench", "--seed", "x"], "Invalid value for '--seed'"),
+    ],
+)
+def test_a_mistyped_flag_or_command_is_one_line(
+    in_tmp: Path, args: list[str], expected: str
+) -> None:
+    code, out = _invoke(args)
+    assert code == 2 and expected in _one_line(out)
