@@ -10,12 +10,14 @@ from schemas.settings import DriftSettings
 from streams.ops.metrics import Metrics
 from streams.scoring.drift_path import DriftPath
 from streams.scoring.pipeline import raw_batch_from
-from tests.unit.scoring.conftest import OutputFactory
+from tests.unit.scoring.conftest import OutputFactory, metric
 
 
-def drift_path(metrics: Metrics, emitted: list[list[bytes]]) -> DriftPath:
+def drift_path(
+    metrics: Metrics, emitted: list[list[bytes]], settings: DriftSettings | None = None
+) -> DriftPath:
     return DriftPath(
-        DriftSettings(),
+        settings or DriftSettings(),
         serde=AvroSerde("drift_event"),
         emit=lambda values, _keys: emitted.append(values),
         metrics=metrics,
@@ -51,3 +53,19 @@ def test_an_empty_batch_builds_nothing(
     path(make_output(binary_champion, rows[:0]), raw_batch_from([]))
     assert path.monitor is None
     assert path.report() == {"drift": {"windows": 0}}
+
+
+def test_the_psi_gauges_follow_every_window_that_closes(
+    metrics: Metrics, make_output: OutputFactory, binary_champion: ServingModel, rows: np.ndarray
+) -> None:
+    """Gauges are set only when a value changes; each still shows the latest value."""
+    path = drift_path(metrics, [], DriftSettings(window_events=50, min_window_events=50))
+    shifted = rows + np.array([3.0, 0.0, 0.0])  # the first feature moves, far
+    shown = []
+    for batch in (rows[:50], rows[50:100], shifted[:50], shifted[50:100], rows[100:150]):
+        path(make_output(binary_champion, batch), raw_batch_from([b"x"] * len(batch)))
+        assert path.monitor is not None and path.monitor.latest_psi
+        for feature, value in path.monitor.latest_psi.items():
+            assert metric(metrics, "streamscore_drift_psi", feature=feature) == value
+        shown.append(dict(path.monitor.latest_psi))
+    assert len({tuple(sorted(s.items())) for s in shown}) > 1  # the values did change
