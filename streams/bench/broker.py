@@ -43,6 +43,8 @@ from streams.bench.stats import percentiles
 PACE_S = 0.001
 #: How often the producer's librdkafka reports its statistics (the batches it sent).
 STATS_MS = 200
+#: Seconds without a record, once the producer has exited, before the run stops waiting.
+SILENT_S = 10.0
 #: Send time, as a little-endian double of Unix seconds: each record's whole value.
 STAMP = struct.Struct("<d")
 
@@ -149,9 +151,15 @@ def run_broker_bench(
     meter = CpuMeter(pid)
     deadline = started + seconds + 120
     try:
+        last_record = time.monotonic()
         while received + len(hops) < expected and time.monotonic() < deadline:
-            for m in consumer.consume(1000, 0.001):
+            messages = consumer.consume(1000, 0.001)
+            for m in messages:
                 hops.append((time.time() - STAMP.unpack(m.value() or b"")[0]) * 1000)
+            if messages:
+                last_record = time.monotonic()
+            elif not sender.is_alive() and time.monotonic() - last_record > SILENT_S:
+                break  # the producer is gone and nothing more comes: say what it said
             if not go.is_set():
                 started = window_start = time.monotonic()
                 continue
