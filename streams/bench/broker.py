@@ -160,8 +160,9 @@ def run_broker_bench(
                 last_record = time.monotonic()
             elif not sender.is_alive() and time.monotonic() - last_record > SILENT_S:
                 break  # the producer is gone and nothing more comes: say what it said
-            if not go.is_set():
+            if not go.is_set():  # the clocks start when the producer does
                 started = window_start = time.monotonic()
+                meter = CpuMeter(pid)
                 continue
             now = time.monotonic()
             if now - window_start >= window_s:

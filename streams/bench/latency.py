@@ -342,6 +342,14 @@ def latency_run(
         "loop_busy_share": round(run.busy_s / run.seconds, 3) if run.seconds else None,
         "loop_cpu_us_per_event": run.per_event_us(run.cpu_s),
         "broker_cpu_us_per_event": run.per_event_us(run.broker_cpu_s),
+        # Share of one core the embedded broker used during the run: its fetches cost more
+        # the more batches the topics hold (``streamscore bench-broker``), so a latency run
+        # is read against it.
+        "broker_cpu_share": (
+            round(run.broker_cpu_s / run.seconds, 3)
+            if run.broker_cpu_s is not None and run.seconds
+            else None
+        ),
         "source_cpu_s_while_sending": source_report.get("cpu_s"),
         "observer_cpu_s_while_receiving": data.get("cpu_s"),
     }

@@ -17,6 +17,15 @@ _LATENCY_ROWS = (
 )
 
 
+def _broker_share(loops: dict[str, dict[str, Any]]) -> str:
+    """How busy the embedded broker was during each loop's latency run (empty if unknown)."""
+    shares = {kind: loop.get("broker_cpu_share") for kind, loop in loops.items()}
+    if any(v is None for v in shares.values()):
+        return ""
+    parts = ", ".join(f"{kind} {v:.0%}" for kind, v in shares.items())
+    return f"; the embedded broker's CPU, of one core: {parts}"
+
+
 def _n(value: float | None, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -171,7 +180,8 @@ def tables(result: dict[str, Any]) -> list[Table]:
                 f"({share:.0%} of the pipeline's max), {latency.get('events', 0):,} events "
                 f"(at least {LATENCY_MIN_S:g} s); the first {LATENCY_WARMUP:.0%} or "
                 f"{LATENCY_WARMUP_S:g} s left out; "
-                f"per loop the round with the lowest loop p99 of {latency.get('rounds', 1)}",
+                f"per loop the round with the lowest loop p99 of {latency.get('rounds', 1)}"
+                f"{_broker_share(latency['loops'])}",
                 ["loop: measure", "p50", "p95", "p99", "max"],
                 rows,
             )

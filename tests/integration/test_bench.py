@@ -97,6 +97,8 @@ def test_bench_on_a_tiny_stream(make_settings: Callable[..., Settings]) -> None:
             assert 0 < q["p50"] <= q["p95"] <= q["p99"] <= q["max"], (kind, measure, q)
         # A prediction is seen by the observer after the processor produced it.
         assert loop["end_to_end_ms"]["p50"] >= loop["loop_ms"]["p50"] - 1.0
+        share = loop["broker_cpu_share"]
+        assert (share is not None and share >= 0) if settings.kafka.is_embedded else share is None
     assert latency["rounds"] == 1 and len(latency["loop_p99_ms_by_round"]["pipeline"]) == 1
     added = latency["processor_added_ms"]
     pipeline_loop, limit_loop = latency["loops"]["pipeline"], latency["loops"]["pass-through"]
@@ -122,5 +124,7 @@ def test_bench_on_a_tiny_stream(make_settings: Callable[..., Settings]) -> None:
     report = format_report(result)
     assert "pass-through limit" in report and "full pipeline" in report and "Soak" in report
     assert "full pipeline, JSON input" in report and "(10% of the pipeline's max)" in report
+    if settings.kafka.is_embedded:
+        assert report.count("the embedded broker's CPU, of one core: pass-through ") == 2
     snippet = markdown(result)
     assert snippet.startswith("Measured with `pytest`") and "| full pipeline |" in snippet
