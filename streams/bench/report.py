@@ -178,8 +178,8 @@ def tables(result: dict[str, Any]) -> list[Table]:
             Table(
                 f"Latency (ms) at {latency['offered_eps']:,.0f} events/s offered "
                 f"({share:.0%} of the pipeline's max), {latency.get('events', 0):,} events "
-                f"(at least {LATENCY_MIN_S:g} s); the first {LATENCY_WARMUP:.0%} or "
-                f"{LATENCY_WARMUP_S:g} s left out; "
+                f"(at least {latency.get('min_seconds', LATENCY_MIN_S):g} s); the first "
+                f"{LATENCY_WARMUP:.0%} or {LATENCY_WARMUP_S:g} s left out; "
                 f"per loop the round with the lowest loop p99 of {latency.get('rounds', 1)}"
                 f"{_broker_share(latency['loops'])}",
                 ["loop: measure", "p50", "p95", "p99", "max"],
