@@ -5,11 +5,16 @@ Speeds are never asserted; the point is that the rows account for what was sent.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+from typer.testing import CliRunner
 
 from connectors.kafka_admin import Admin
 from schemas.settings import Settings
 from streams.bench.broker import format_table, run_broker_bench
+from streams.cli.main import app
 
 pytestmark = pytest.mark.integration
 
@@ -37,3 +42,24 @@ def test_a_short_run_reads_every_record_and_reports_each_window(stack_settings: 
     assert table.count("\n| ") == len(rows) + 1  # the header and one line per window
     # The bench leaves no topic behind.
     assert result["topic"] not in Admin(stack_settings.kafka).topics()
+
+
+def test_the_command_prints_the_table_and_writes_the_json(
+    stack_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no streamscore.toml of the checkout is read
+    env = {
+        "STREAMSCORE_HOME": str(stack_settings.home),
+        "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": stack_settings.kafka.bootstrap_servers,
+        "STREAMSCORE_KAFKA__EMBEDDED": str(stack_settings.kafka.is_embedded).lower(),
+        "STREAMSCORE_REDIS__URL": stack_settings.redis.url,
+        "STREAMSCORE_REDIS__EMBEDDED": str(stack_settings.redis.is_embedded).lower(),
+    }
+    out = tmp_path / "broker.json"
+    args = ["bench-broker", "--rate", "200", "--seconds", "2", "--window", "1", "--partitions", "1"]
+    result = CliRunner().invoke(app, [*args, "--json", str(out)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "| t (s) | records | batches stored | broker CPU |" in result.output
+    assert "400 of 400 records read" in result.output
+    written = json.loads(out.read_text())
+    assert written["sent"] == written["received"] == 400 and written["partitions"] == 1
