@@ -35,12 +35,11 @@ import numpy as np
 
 from schemas.settings import Settings
 from streams.bench.common import BenchError
+from streams.bench.latency import paced
 from streams.bench.probes import CpuMeter, broker_info, broker_pid, machine_info
 from streams.bench.processes import SPAWN, helper_result, spawn_helper
 from streams.bench.stats import percentiles
 
-#: The producer's least sleep between two sends (see the latency phase's paced source).
-PACE_S = 0.001
 #: How often the producer's librdkafka reports its statistics (the batches it sent).
 STATS_MS = 200
 #: Seconds without a record, once the producer has exited, before the run stops waiting.
@@ -80,17 +79,11 @@ def _send(
         return
     total = int(rate * seconds)
     sent, started = 0, time.monotonic()
-    while sent < total:
-        elapsed = time.monotonic() - started
-        due = min(total, int(elapsed * rate) + 1)
-        if due <= sent:
-            time.sleep(max(sent / rate - elapsed, PACE_S))
-            continue
+    for first, sent, _behind in paced(total, rate, most=total):
         stamp = STAMP.pack(time.time())
-        for n in range(sent, due):
+        for n in range(first, sent):
             producer.produce(topic, stamp, str(n).encode())
         producer.poll(0)
-        sent = due
     producer.flush()
     # The last batches are counted by the next statistics report.
     deadline = time.monotonic() + 3 * STATS_MS / 1000

@@ -39,7 +39,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.context import SpawnProcess
 from multiprocessing.queues import Queue as MpQueue
 from multiprocessing.synchronize import Event as MpEvent
@@ -71,6 +71,23 @@ PACED_POOL = 20_000
 PACE_S = 0.001
 
 
+def paced(total: int, rate: float, *, most: int) -> Iterator[tuple[int, int, float]]:
+    """The runs of sends due, ``rate`` a second from the first: ``(first, end, behind_s)``.
+
+    Between two runs it sleeps until the next send is due, but at least ``PACE_S``; a run
+    holds at most ``most`` sends; ``behind_s`` is how late its first send is.
+    """
+    sent, started = 0, time.monotonic()
+    while sent < total:
+        elapsed = time.monotonic() - started
+        due = min(total, int(elapsed * rate) + 1, sent + most)
+        if due <= sent:
+            time.sleep(max(sent / rate - elapsed, PACE_S))
+            continue
+        yield sent, due, elapsed - sent / rate
+        sent = due
+
+
 def _paced_source(
     settings: Settings, count: int, rate: float, run_id: str, go: MpEvent, out: MpQueue[Any]
 ) -> None:
@@ -95,20 +112,15 @@ def _paced_source(
     cpu0 = time.process_time()
     sent, behind_s = 0, 0.0
     started = time.monotonic()
-    while sent < count:
-        elapsed = time.monotonic() - started
-        due = min(count, int(elapsed * rate) + 1, sent + len(pool))
-        if due <= sent:
-            time.sleep(max(sent / rate - elapsed, PACE_S))
-            continue
-        behind_s = max(behind_s, elapsed - sent / rate)
+    for first, due, behind in paced(count, rate, most=len(pool)):
+        behind_s = max(behind_s, behind)
         now_ms = int(time.time() * 1000)
-        chunk = [pool[n % len(pool)] for n in range(sent, due)]
-        for n, record in enumerate(chunk, start=sent):
+        chunk = [pool[n % len(pool)] for n in range(first, due)]
+        for n, record in enumerate(chunk, start=first):
             record["event_id"] = f"{run_id}-{n}"
             record["event_time"] = now_ms
         producer.produce_many(
-            topic, serde.encode_many(chunk), [keys[n % len(pool)] for n in range(sent, due)]
+            topic, serde.encode_many(chunk), [keys[n % len(pool)] for n in range(first, due)]
         )
         sent = due
     producer.flush()

@@ -11,19 +11,25 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from schemas.errors import StreamscoreError
-from streams.cli.common import settings_of
+from streams.cli.common import fail, settings_of
 
 console = Console(stderr=True)
 
 
 def _command() -> str:
     return shlex.join(["streamscore", *sys.argv[1:]])
+
+
+def _write_json(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+    console.print(f"wrote {path}")
 
 
 def bench(
@@ -129,14 +135,11 @@ def bench(
             progress=lambda message: console.print(f"[dim]{message}[/]"),
         )
     except (StreamscoreError, ValueError) as exc:
-        console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
-        raise typer.Exit(1) from exc
+        raise fail(f"{type(exc).__name__}: {exc}") from exc
     sys.stdout.write(format_report(result))
     sys.stdout.flush()
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
-        console.print(f"wrote {json_path}")
+        _write_json(json_path, result)
     if markdown_path is not None:
         markdown_path.parent.mkdir(parents=True, exist_ok=True)
         markdown_path.write_text(markdown(result), encoding="utf-8")
@@ -170,10 +173,7 @@ def bench_broker(
             command=_command(),
         )  # fmt: skip
     except (StreamscoreError, ValueError) as exc:
-        console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
-        raise typer.Exit(1) from exc
+        raise fail(f"{type(exc).__name__}: {exc}") from exc
     Console().print(format_table(result), highlight=False, soft_wrap=True)
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
-        console.print(f"wrote {json_path}")
+        _write_json(json_path, result)
