@@ -1,5 +1,6 @@
 """Latency-aware batching: the cap follows the cost per record while the loop keeps up,
-doubles under a backlog, stays within max_batch; the target is judged on records."""
+doubles under a backlog up to the whole target's worth, stays within max_batch; the target
+is judged on records."""
 
 from __future__ import annotations
 
@@ -25,12 +26,27 @@ def test_keeping_up_caps_the_batch_at_half_the_target_of_work() -> None:
 def test_a_backlog_doubles_the_cap_up_to_max_batch_then_it_comes_back() -> None:
     sizer = BatchSizer(target_ms=20, max_batch=1000, initial=100)
     limits = []
-    for _ in range(6):
+    for _ in range(5):
+        sizer.observe(taken=sizer.limit, seconds=sizer.limit * 16e-6)  # full every time
+        limits.append(sizer.limit)
+    # 16 µs per record: half the target is 625 records, then doubled to max_batch (the
+    # whole target, 1,250, is more).
+    assert limits == [625, 1000, 1000, 1000, 1000]
+    assert sizer.backlog
+    sizer.observe(taken=10, seconds=10 * 16e-6)  # drained: back to 10 ms of work
+    assert (sizer.limit, sizer.backlog) == (625, False)
+
+
+def test_a_backlog_never_grows_a_batch_past_the_whole_target_of_work() -> None:
+    sizer = BatchSizer(target_ms=20, max_batch=5000, initial=50)
+    limits = []
+    for _ in range(5):
         sizer.observe(taken=sizer.limit, seconds=sizer.limit * 100e-6)  # full every time
         limits.append(sizer.limit)
-    assert limits == [200, 400, 800, 1000, 1000, 1000]
-    assert sizer.backlog
-    sizer.observe(taken=10, seconds=10 * 100e-6)  # drained: back to 10 ms of work
+    # Doubling from half the target (100 records at 100 µs) stops at 20 ms (200 records).
+    assert limits == [100, 200, 200, 200, 200]
+    assert sizer.backlog and sizer.backlog_cap == 200
+    sizer.observe(taken=10, seconds=10 * 100e-6)
     assert (sizer.limit, sizer.backlog) == (100, False)
 
 
