@@ -129,6 +129,7 @@ def run_bench(
     cpu: bool = False,
     soak: int | None = None,
     stages: bool = True,
+    stage_variants: Sequence[str] = (),
     rate: float | None = None,
     repeats: int = 1,
     keep_topics: bool = False,
@@ -145,7 +146,8 @@ def run_bench(
     ``extra_rate_fractions`` adds a latency phase at each of those shares of the maximum
     (e.g. 0.1); ``json_input`` the JSON-input pipeline row; ``scale_workers`` > 0 the
     scaling row with 1 .. that many group members (at most one per partition); ``cpu``
-    the CPU profile.
+    the CPU profile; ``stage_variants`` runs only those variants of the stage profile (by
+    name, as in its table; all when empty).
     """
     if events < 1 or repeats < 1:
         raise ValueError("events and repeats must be at least 1")
@@ -169,6 +171,7 @@ def run_bench(
             "cpu_profile": cpu,
             "soak": soak,
             "stages": stages,
+            "stage_variants": list(stage_variants),
             "repeats": repeats,
         },
         "machine": machine_info(),
@@ -181,7 +184,15 @@ def run_bench(
     topics = Topics(settings, run_id, keep=keep_topics)
     try:
         champion = throughput_phase(
-            result, topics, events, repeats, stages, run_id, say, json_input=json_input
+            result,
+            topics,
+            events,
+            repeats,
+            stages,
+            run_id,
+            say,
+            json_input=json_input,
+            stage_variants=stage_variants,
         )
         best_pipeline = result["throughput"]["pipeline"]["eps"]
         if latency_events > 0:

@@ -204,6 +204,20 @@ def variants(side_paths: Sequence[str], side_path_mode: str = "thread") -> list[
     return result
 
 
+def pick(every: list[Variant], names: Sequence[str]) -> list[Variant]:
+    """The variants named in ``names`` (all of them when it is empty), in profile order."""
+    if not names:
+        return every
+    known = [v.name for v in every]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BenchError(
+            f"no stage variant {', '.join(map(repr, unknown))}; "
+            f"the variants are: {', '.join(map(repr, known))}"
+        )
+    return [v for v in every if v.name in names]
+
+
 def stage_profile(
     topics: Topics,
     input_topic: str,

@@ -12,6 +12,7 @@ JSON, everything else as built): the JSON row, next to the Avro one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from schemas.settings import Settings
@@ -20,6 +21,8 @@ from streams.bench.feed import Topics, preload
 from streams.bench.loops import LoopRun, fastest, run_pass_through, run_pipeline
 from streams.bench.stage_profile import (
     Samples,
+    Variant,
+    pick,
     samples_from,
     side_path_name,
     stage_profile,
@@ -50,8 +53,10 @@ def throughput_phase(
     say: Progress,
     *,
     json_input: bool = False,
+    stage_variants: Sequence[str] = (),
 ) -> ServingModel:
-    """Preload, then pipeline and pass-through ``repeats`` times, then the stage profile.
+    """Preload, then pipeline and pass-through ``repeats`` times, then the stage profile
+    (only ``stage_variants``, by name, when given).
 
     Fills ``result["preload"]``, ``["throughput"]`` and ``["stages"]``; returns the champion.
     """
@@ -66,6 +71,7 @@ def throughput_phase(
     holder: list[Samples] = []
     fan_out: dict[str, int] = {}
     exact: dict[str, float] = {}
+    profiled: list[Variant] = []
 
     def first_build(processor: Processor) -> None:
         if champions:
@@ -84,6 +90,8 @@ def throughput_phase(
         topics.drop(phase)
         if not fan_out:
             fan_out, exact = fan_out_of(run)
+            profiled = pick(variants(side_paths, topics.settings.processor.side_paths),
+                            stage_variants) if stages else []  # fmt: skip
         say(f"pass-through: {events:,} events, fan-out {fan_out}")
         phase = topics.phase(f"limit-{i}", events_topic=input_topic)
         limit = run_pass_through(phase, champions[0], fan_out, events=events)
@@ -115,7 +123,7 @@ def throughput_phase(
             input_topic,
             events,
             holder[0],
-            variants(side_paths, topics.settings.processor.side_paths),
+            profiled,
             say,
             repeats=repeats,
         )

@@ -91,6 +91,13 @@ def bench(
         bool,
         typer.Option("--stages/--no-stages", help="Stage profile: switch stages off in turn."),
     ] = True,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Stage profile: only this variant, named as in its table, e.g. 'decode off' "
+            "(repeatable; default: all; the full pipeline always runs)."
+        ),
+    ] = None,
     repeats: Annotated[
         int,
         typer.Option(
@@ -129,6 +136,7 @@ def bench(
             cpu=cpu_profile,
             soak=soak,
             stages=stages,
+            stage_variants=stage or (),
             repeats=repeats,
             keep_topics=keep_topics,
             command=_command(),
