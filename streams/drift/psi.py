@@ -18,13 +18,13 @@ a handful of unseen values in a discrete feature's ``other`` bin do not.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
 
-from models.profile import ReferenceProfile
+from models.profile import FeatureProfile, ReferenceProfile
 from schemas.errors import ConfigError
 from schemas.settings import DriftSettings, FeatureThresholds
 from streams.drift.incidents import Severity
@@ -166,6 +166,8 @@ class PsiMonitor:
         sizes = np.array([f.n_bins for f in features], dtype=np.int64)
         #: Start of each feature's bins in the flat count vector.
         self._bin_offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        #: Each feature's binning of a column, its edges as an array once (not per batch).
+        self._binners = [_binner(f) for f in profile.features]
         self._n_bins = int(sizes.sum())
         self._reference = np.concatenate(
             [np.asarray(f.reference_fractions, dtype=np.float64) for f in features]
@@ -201,8 +203,8 @@ class PsiMonitor:
                 f"matrix of shape {matrix.shape}, expected [N, {len(self.feature_names)}]"
             )
         out = np.empty(matrix.shape, dtype=np.int64)
-        for j, feature in enumerate(self.profile.features):
-            out[:, j] = feature.bin_indices(matrix[:, j])
+        for j, binner in enumerate(self._binners):
+            out[:, j] = binner(matrix[:, j])
         out += self._bin_offsets
         return out
 
@@ -268,3 +270,15 @@ class PsiMonitor:
             if window is not None:
                 closed.append(self.close(window))
         return closed
+
+
+def _binner(feature: FeatureProfile) -> Callable[[np.ndarray], np.ndarray]:
+    """``feature.bin_indices``, with a continuous feature's edges made an array up front."""
+    if feature.kind != "continuous":
+        return feature.bin_indices
+    edges = np.asarray(feature.edges, dtype=np.float64)
+
+    def bins(values: np.ndarray) -> np.ndarray:
+        return edges.searchsorted(values, side="left")
+
+    return bins

@@ -183,3 +183,23 @@ def test_docstring_examples() -> None:
     result = doctest.testmod(streams.drift.psi, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 13
     assert result.failed == 0
+
+
+def test_bin_batch_bins_each_cell_as_its_features_profile_does() -> None:
+    rng = np.random.default_rng(5)
+    train = np.column_stack([rng.normal(size=500), rng.integers(0, 4, size=500).astype(float)])
+    continuous, discrete = build_profile(train, ["x", "k"]).features
+    assert (continuous.kind, discrete.kind) == ("continuous", "discrete")
+    profile = ReferenceProfile(features=[continuous, discrete, continuous.model_copy()])
+    monitor = PsiMonitor(profile, window_events=1_000)
+    edges = continuous.edges
+    column = np.array([edges[0], edges[-1], -np.inf, np.inf, np.nan, 0.0, *edges[1:3]])
+    matrix = np.column_stack([column, [0.0, 1.0, 2.0, 3.0, 9.0, np.nan, 1.5, 3.0], column])
+    bins = monitor.bin_batch(matrix)
+    sizes = [f.n_bins for f in profile.features]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    expected = (
+        np.column_stack([f.bin_indices(matrix[:, j]) for j, f in enumerate(profile.features)])
+        + offsets
+    )
+    assert bins.tolist() == expected.tolist()
