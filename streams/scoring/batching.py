@@ -10,15 +10,9 @@ is met without tuning ``max_batch`` (the idea of Triton's dynamic batcher with i
   records the loop processes in half the target, from its measured cost per record. A
   record then waits at most one batch behind the one in hand and is processed within its
   own: consumed → produced stays within the target;
-* **backlog** (the batch came back full): the cap doubles, batch after batch, up to the
-  number of records the loop processes in the whole target (and never past
-  ``max_batch``): bigger batches cost less per record, and that is how a backlog drains,
-  while each batch still takes no longer than the target. A backlog shows as time waited
-  before the poll (the loop latency), not as batches over the target. At full speed the
-  whole target is more than ``max_batch`` records (20 ms at 16 µs per record is 1,250),
-  so the cap reaches ``max_batch``; on a machine busy enough to double the cost per
-  record it stops at what fits. The throughput this gives up is the fixed cost of the
-  extra batches: about 1 ms a batch against the target's 20, at most ~5 %.
+* **backlog** (the batch came back full): the cap doubles, batch after batch, up to
+  ``max_batch``: bigger batches cost less per record, and that is how a backlog drains.
+  The target is missed while it does, and the loop says so.
 
 ``max_batch`` and ``max_wait_ms`` stay upper bounds: the cap never exceeds ``max_batch``,
 and ``max_wait_ms`` is how long ``consume`` waits for the first record.
@@ -50,15 +44,12 @@ class BatchSizer:
     >>> sizer.limit                               # 10 ms of work at 10 µs per record
     1000
     >>> sizer = BatchSizer(target_ms=20, max_batch=5000, initial=400)
-    >>> sizer.observe(taken=400, seconds=0.008)   # 20 µs per record, batch came back full
-    >>> sizer.limit                               # backlog: doubled, not cut to 500
+    >>> sizer.observe(taken=400, seconds=0.02)    # 50 µs per record, batch came back full
+    >>> sizer.limit                               # backlog: doubled, not cut to 200
     800
-    >>> sizer.observe(taken=800, seconds=0.016)   # still full: up to the whole target's worth
-    >>> sizer.limit                               # 20 ms at 20 µs per record, not 1600
-    1000
-    >>> sizer.observe(taken=300, seconds=0.006)   # caught up: back to the latency cap
+    >>> sizer.observe(taken=300, seconds=0.015)   # caught up: back to the latency cap
     >>> sizer.limit
-    500
+    200
     """
 
     def __init__(self, *, target_ms: float, max_batch: int, initial: int | None = None) -> None:
@@ -75,17 +66,9 @@ class BatchSizer:
     @property
     def latency_cap(self) -> int:
         """Records processed in half the target at the measured cost (clamped)."""
-        return self._fits(self.target_s / 2)
-
-    @property
-    def backlog_cap(self) -> int:
-        """Records processed in the whole target at the measured cost (clamped)."""
-        return self._fits(self.target_s)
-
-    def _fits(self, seconds: float) -> int:
         if self.cost_s is None or self.cost_s <= 0:
             return self.max_batch
-        fits = int(round(seconds / self.cost_s, 6))  # 999.9999... is 1000
+        fits = int(round(self.target_s / 2 / self.cost_s, 6))  # 999.9999... is 1000
         return max(self.min_batch, min(self.max_batch, fits))
 
     def observe(self, *, taken: int, seconds: float) -> None:
@@ -98,7 +81,7 @@ class BatchSizer:
         )
         self.backlog = taken >= self.limit
         if self.backlog:
-            self.limit = min(self.backlog_cap, max(2 * self.limit, self.latency_cap))
+            self.limit = min(self.max_batch, max(2 * self.limit, self.latency_cap))
         else:
             self.limit = self.latency_cap
 
