@@ -29,7 +29,8 @@ def test_a_backlog_doubles_the_cap_up_to_max_batch_then_it_comes_back() -> None:
         sizer.observe(taken=sizer.limit, seconds=sizer.limit * 100e-6)  # full every time
         limits.append(sizer.limit)
     # Up to max_batch even at a high cost per record: a cap that shrank with the cost
-    # would make every batch costlier still, and a busy loop would never catch up.
+    # would shrink the batches as a busy machine inflates their fixed cost, and drain a
+    # backlog slower (README, "Latency-aware batching").
     assert limits == [200, 400, 800, 1000, 1000, 1000]
     assert sizer.backlog
     sizer.observe(taken=10, seconds=10 * 100e-6)  # drained: back to 10 ms of work
