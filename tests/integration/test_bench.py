@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from schemas.settings import Settings
 from streams.bench.report import format_report, markdown
 from streams.bench.run import run_bench
 from streams.bench.stats import histogram_percentiles
+from streams.cli.main import app
 from tests.integration.kafka_io import read_topic
 
 pytestmark = pytest.mark.integration
@@ -131,3 +134,27 @@ def test_bench_on_a_tiny_stream(make_settings: Callable[..., Settings]) -> None:
         assert report.count("the embedded broker's CPU, of one core: pass-through ") == 2
     snippet = markdown(result)
     assert snippet.startswith("Measured with `pytest`") and "| full pipeline |" in snippet
+
+
+def test_a_mistyped_stage_variant_is_one_line_naming_the_variants(
+    stack_settings: Settings, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no streamscore.toml of the checkout is read
+    env = {
+        "STREAMSCORE_HOME": str(stack_settings.home),
+        "STREAMSCORE_MODELS__DIR": str(models_dir),
+        "STREAMSCORE_METRICS__ENABLED": "false",
+        "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": stack_settings.kafka.bootstrap_servers,
+        "STREAMSCORE_KAFKA__EMBEDDED": str(stack_settings.kafka.is_embedded).lower(),
+        "STREAMSCORE_KAFKA__SESSION_TIMEOUT_MS": "3000",
+        "STREAMSCORE_REDIS__URL": stack_settings.redis.url,
+        "STREAMSCORE_REDIS__EMBEDDED": str(stack_settings.redis.is_embedded).lower(),
+    }
+    args = ["bench", "--events", "200", "--latency-events", "0", "--no-json-input",
+            "--scale-workers", "0", "--no-cpu-profile", "--stage", "decoder off"]  # fmt: skip
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert "no stage variant 'decoder off'; the variants are: " in line
+    assert "'decode off'" in line and "'side paths off'" in line
