@@ -10,6 +10,7 @@ sees the same shapes and types and does the same work.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 
 from models.runtime import OnnxModel, Scores
 from schemas.codec import Column
+from schemas.errors import ConfigError
 from streams.bench.common import BenchError, Progress
 from streams.bench.feed import Topics
 from streams.bench.loops import LoopRun, fastest, run_pipeline
@@ -202,6 +204,21 @@ def variants(side_paths: Sequence[str], side_path_mode: str = "thread") -> list[
         ),
     ]
     return result
+
+
+def check_names(names: Sequence[str]) -> None:
+    """Refuse, before anything runs, a name no processor's profile has (a typo): each must
+    be a variant every profile has or ``<side path> off``, a side path's class name; which
+    side paths there are is known once the processor is built (:func:`pick` checks then)."""
+    placeholders = ("first", "second")
+    named = {f"{p} off" for p in placeholders}
+    fixed = [v.name for v in variants(placeholders, "process") if v.name not in named]
+    bad = [n for n in names if n not in fixed and not re.fullmatch(r"[A-Z]\w* off", n)]
+    if bad:
+        raise ConfigError(
+            f"--stage {', '.join(map(repr, bad))}: no such variant; the variants are "
+            f"{', '.join(map(repr, fixed))} and '<side path> off' (e.g. 'DriftPath off')"
+        )
 
 
 def pick(every: list[Variant], names: Sequence[str]) -> list[Variant]:

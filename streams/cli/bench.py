@@ -117,8 +117,10 @@ def bench(
     """Throughput, latency and memory of the scoring loop, next to the pass-through limit."""
     from streams.bench.report import format_report, markdown
     from streams.bench.run import run_bench
+    from streams.bench.stage_profile import check_names
     from streams.scoring.supervisor import worker_count
 
+    check_names(stage or ())  # a typo is one line now, not after the first runs
     settings = settings_of(ctx)
     extra = [0.1] if extra_rate_fraction is None else [f for f in extra_rate_fraction if f > 0]
     scale = 0 if scale_workers.strip() == "0" else worker_count(scale_workers)

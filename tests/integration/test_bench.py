@@ -136,7 +136,7 @@ def test_bench_on_a_tiny_stream(make_settings: Callable[..., Settings]) -> None:
     assert snippet.startswith("Measured with `pytest`") and "| full pipeline |" in snippet
 
 
-def test_a_mistyped_stage_variant_is_one_line_naming_the_variants(
+def test_a_stage_variant_of_a_side_path_not_built_is_one_line_naming_the_variants(
     stack_settings: Settings, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no streamscore.toml of the checkout is read
@@ -151,10 +151,12 @@ def test_a_mistyped_stage_variant_is_one_line_naming_the_variants(
         "STREAMSCORE_REDIS__EMBEDDED": str(stack_settings.redis.is_embedded).lower(),
     }
     args = ["bench", "--events", "200", "--latency-events", "0", "--no-json-input",
-            "--scale-workers", "0", "--no-cpu-profile", "--stage", "decoder off"]  # fmt: skip
+            "--scale-workers", "0", "--no-cpu-profile", "--stage", "StoreWriter off"]  # fmt: skip
     result = CliRunner().invoke(app, args, env=env)
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     (line,) = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert "no stage variant 'decoder off'; the variants are: " in line
-    assert "'decode off'" in line and "'side paths off'" in line
+    # A side path's name passes the check before the run (the processor is not built yet);
+    # side paths run in a process by default, so the store's side path is StoreHandOver.
+    assert "no stage variant 'StoreWriter off'; the variants are: " in line
+    assert "'StoreHandOver off'" in line and "'decode off'" in line

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from schemas.errors import ConfigError
 from streams.bench.common import BenchError
-from streams.bench.stage_profile import pick, variants
+from streams.bench.stage_profile import check_names, pick, variants
 
 
 def test_each_side_path_and_stage_has_a_variant_and_threads_only_for_a_side_process() -> None:
@@ -40,3 +41,14 @@ def test_an_unknown_variant_is_named_with_the_ones_there_are() -> None:
     message = str(caught.value)
     assert "no stage variant 'decoder off'" in message
     assert "'DriftPath off'" in message and "'decode+score+encode off'" in message
+
+
+def test_a_name_no_profile_has_is_refused_before_anything_runs() -> None:
+    check_names(["decode off", "side paths on threads", "DriftPath off", "StoreWriter off"])
+    check_names([])
+    for typo in ("decoder off", "driftpath off", "decode", "full"):
+        with pytest.raises(ConfigError) as caught:
+            check_names(["score off", typo])
+        message = str(caught.value)
+        assert message.startswith(f"--stage {typo!r}: no such variant")
+        assert "'decode+score+encode off'" in message and "'<side path> off'" in message

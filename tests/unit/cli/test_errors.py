@@ -132,3 +132,10 @@ def test_a_mistyped_flag_or_command_is_one_line(
 ) -> None:
     code, out = _invoke(args)
     assert code == 2 and expected in _one_line(out)
+
+
+def test_a_mistyped_stage_variant_of_the_bench_is_refused_before_it_runs(in_tmp: Path) -> None:
+    code, out = _invoke(["bench", "--stage", "decode off", "--stage", "decoder off"])
+    assert code == 2
+    line = _one_line(out)
+    assert "--stage 'decoder off': no such variant" in line and "'decode off'" in line
