@@ -26,6 +26,19 @@ class Record:
     offset: int
 
 
+def stack_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that points a ``streamscore`` command at the session's broker and
+    Redis (and its home), plus ``extra`` variables."""
+    return {
+        "STREAMSCORE_HOME": str(settings.home),
+        "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "STREAMSCORE_KAFKA__EMBEDDED": str(settings.kafka.is_embedded).lower(),
+        "STREAMSCORE_REDIS__URL": settings.redis.url,
+        "STREAMSCORE_REDIS__EMBEDDED": str(settings.redis.is_embedded).lower(),
+        **extra,
+    }
+
+
 def read_topic(
     settings: Settings, topic: str, expected: int, *, timeout: float = 30.0, settle: float = 1.0
 ) -> list[Record]:

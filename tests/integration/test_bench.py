@@ -18,7 +18,7 @@ from streams.bench.report import format_report, markdown
 from streams.bench.run import run_bench
 from streams.bench.stats import histogram_percentiles
 from streams.cli.main import app
-from tests.integration.kafka_io import read_topic
+from tests.integration.kafka_io import read_topic, stack_env
 
 pytestmark = pytest.mark.integration
 
@@ -140,16 +140,12 @@ def test_a_stage_variant_of_a_side_path_not_built_is_one_line_naming_the_variant
     stack_settings: Settings, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no streamscore.toml of the checkout is read
-    env = {
-        "STREAMSCORE_HOME": str(stack_settings.home),
-        "STREAMSCORE_MODELS__DIR": str(models_dir),
-        "STREAMSCORE_METRICS__ENABLED": "false",
-        "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": stack_settings.kafka.bootstrap_servers,
-        "STREAMSCORE_KAFKA__EMBEDDED": str(stack_settings.kafka.is_embedded).lower(),
-        "STREAMSCORE_KAFKA__SESSION_TIMEOUT_MS": "3000",
-        "STREAMSCORE_REDIS__URL": stack_settings.redis.url,
-        "STREAMSCORE_REDIS__EMBEDDED": str(stack_settings.redis.is_embedded).lower(),
-    }
+    env = stack_env(
+        stack_settings,
+        STREAMSCORE_MODELS__DIR=str(models_dir),
+        STREAMSCORE_METRICS__ENABLED="false",
+        STREAMSCORE_KAFKA__SESSION_TIMEOUT_MS="3000",
+    )
     args = ["bench", "--events", "200", "--latency-events", "0", "--no-json-input",
             "--scale-workers", "0", "--no-cpu-profile", "--stage", "StoreWriter off"]  # fmt: skip
     result = CliRunner().invoke(app, args, env=env)

@@ -15,6 +15,7 @@ from connectors.kafka_admin import Admin
 from schemas.settings import Settings
 from streams.bench.broker import format_table, run_broker_bench
 from streams.cli.main import app
+from tests.integration.kafka_io import stack_env
 
 pytestmark = pytest.mark.integration
 
@@ -48,13 +49,7 @@ def test_the_command_prints_the_table_and_writes_the_json(
     stack_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no streamscore.toml of the checkout is read
-    env = {
-        "STREAMSCORE_HOME": str(stack_settings.home),
-        "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": stack_settings.kafka.bootstrap_servers,
-        "STREAMSCORE_KAFKA__EMBEDDED": str(stack_settings.kafka.is_embedded).lower(),
-        "STREAMSCORE_REDIS__URL": stack_settings.redis.url,
-        "STREAMSCORE_REDIS__EMBEDDED": str(stack_settings.redis.is_embedded).lower(),
-    }
+    env = stack_env(stack_settings)
     out = tmp_path / "broker.json"
     args = ["bench-broker", "--rate", "200", "--seconds", "2", "--window", "1", "--partitions", "1"]
     result = CliRunner().invoke(app, [*args, "--json", str(out)], env=env)
