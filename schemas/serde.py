@@ -21,7 +21,7 @@ import io
 import json
 import math
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -29,7 +29,14 @@ import msgspec
 from fastavro import schemaless_reader, schemaless_writer
 
 from schemas.catalog import load_schema
-from schemas.codec import Codec, Column, UnsupportedSchema, compile_codec, records_from_columns
+from schemas.codec import (
+    Codec,
+    Column,
+    DecodedColumns,
+    UnsupportedSchema,
+    compile_codec,
+    records_from_columns,
+)
 from schemas.errors import DecodeError, InfrastructureError
 
 Record = dict[str, Any]
@@ -95,6 +102,15 @@ class AvroSerde:
         if self._codec is not None:
             return self._codec.columns.encode(columns, n)
         return self.encode_many(records_from_columns(columns, n))
+
+    def decode_columns(
+        self, values: Sequence[bytes], indices: Iterable[int]
+    ) -> DecodedColumns | None:
+        """The records at ``indices`` read column-wise (``schemas.codec.DecodedColumns``),
+        each error the one :meth:`decode` raises; None without a compiled codec."""
+        if self._codec is None:
+            return None
+        return self._codec.decode_columns(values, indices)
 
     def decode(self, data: bytes) -> Record:
         if self._codec is not None:

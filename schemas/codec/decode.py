@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from schemas.codec.schema import (
@@ -36,6 +37,33 @@ from schemas.codec.wire import _MAX_TEMPLATE_KEYS, _map_double_layout
 _UNPACK_CODES = {"float": "f", "double": "d"}
 _MAX_MAP_TEMPLATES = 4  # learned key sets per map<double> field (decoding)
 _MAX_TEMPLATE_BYTES = 4096  # longer maps are not worth a compiled template
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedColumns:
+    """A batch read column-wise by ``Codec.decode_columns(values, indices)``.
+
+    ``indices``: the places in ``values`` of the records read, in order; ``columns``:
+    per field of the schema, its value for each of them. A ``map<double>`` field's column
+    holds, for a map that matched a learned layout, the tuple of its values, whose keys
+    are that record's entry in ``layouts[field]``; for any other map the dict itself and
+    None there. ``errors``: (place, DecodeError) of each record that is not one, with the
+    error ``decode`` raises for it.
+    """
+
+    indices: list[int]
+    columns: dict[str, list[Any]]
+    layouts: dict[str, list[tuple[str, ...] | None]]
+    errors: list[tuple[int, Any]]
+
+    def record(self, row: int) -> dict[str, Any]:
+        """Row ``row`` as the record ``decode`` returns for it."""
+        out = {name: column[row] for name, column in self.columns.items()}
+        for name, layouts in self.layouts.items():
+            keys = layouts[row]
+            if keys is not None:
+                out[name] = dict(zip(keys, out[name], strict=True))
+        return out
 
 
 class _Malformed(Exception):
@@ -139,7 +167,10 @@ class _DoubleMapReader:
     __slots__ = ("_pending", "templates")
 
     def __init__(self) -> None:
-        self.templates: list[tuple[int, int, int, Callable[..., tuple[Any, ...]], Callable]] = []
+        #: (length, mask, expected bytes, unpack, dict builder, keys) per learned layout.
+        self.templates: list[
+            tuple[int, int, int, Callable[..., tuple[Any, ...]], Callable, tuple[str, ...]]
+        ] = []
         self._pending: tuple[str, ...] | None = None
 
     def read(self, data: bytes, p: int, size: int) -> tuple[dict[str, float], int]:
@@ -198,7 +229,7 @@ class _DoubleMapReader:
         if int.from_bytes(data[start:end], "little") & mask_int != expect_int:
             return
         self.templates.append(
-            (length, mask_int, expect_int, unpacker.unpack_from, _dict_builder(keys))
+            (length, mask_int, expect_int, unpacker.unpack_from, _dict_builder(keys), keys)
         )
 
 
@@ -324,8 +355,24 @@ class _DecodeSource(_SourceWriter):
         ]
 
     def dec_record(self, rec: _Rec, target: str) -> _Lines:
+        lines, names, _ = self.dec_fields(rec, keyed=False)
+        items = ", ".join(f"{name!r}: {x}" for name, x in names)
+        lines.append(f"{target} = {{{items}}}")
+        return lines
+
+    def dec_fields(
+        self, rec: _Rec, *, keyed: bool
+    ) -> tuple[_Lines, list[tuple[str, str]], dict[str, str]]:
+        """Statements reading every field of ``rec``: (lines, (name, variable) per field,
+        the keys variable of each ``map<double>`` field read as keyed values).
+
+        ``keyed``: a ``map<double>`` field of ``rec`` itself that matches a learned
+        layout is read as the tuple of its values, its variable in the third item
+        naming the layout's keys (None where the map was read as a dict).
+        """
         lines: _Lines = []
         names: list[tuple[str, str]] = []
+        keys: dict[str, str] = {}
         run: list[tuple[str, str]] = []  # (struct code, variable) of consecutive doubles/floats
 
         def flush() -> None:
@@ -345,11 +392,13 @@ class _DecodeSource(_SourceWriter):
                 continue
             flush()
             lines.append(f"# {_printable(f.name)}: {_describe(f.node)}")
-            lines += self.dec_value(f.node, x)
+            if keyed and isinstance(f.node, _Map) and f.node.values == _Prim("double"):
+                keys[f.name] = self.fresh("k")
+                lines += self.dec_map_double(x, keys[f.name])
+            else:
+                lines += self.dec_value(f.node, x)
         flush()
-        items = ", ".join(f"{name!r}: {x}" for name, x in names)
-        lines.append(f"{target} = {{{items}}}")
-        return lines
+        return lines, names, keys
 
     def dec_blocks(self, item_size: int, body: _Lines) -> _Lines:
         """The block loop shared by arrays and maps: counts checked against the bytes left."""
@@ -375,24 +424,7 @@ class _DecodeSource(_SourceWriter):
 
     def dec_map(self, node: _Map, target: str) -> _Lines:
         if node.values == _Prim("double"):
-            reader = self.const("read_map_double", _DoubleMapReader())
-            t = self.fresh("t")
-            # Empty maps are common (defaults) and never templated: one byte 0.
-            return [
-                "if data[p] == 0:",
-                f"    {target} = {{}}",
-                "    p += 1",
-                "else:  # try the learned layouts (one masked compare each), else read",
-                f"    for {t}_len, {t}_mask, {t}_expect, {t}_unpack, {t}_build in (",
-                f"        {reader}.templates",
-                "    ):",
-                f"        if _from_bytes(data[p:p + {t}_len], 'little') & {t}_mask == {t}_expect:",
-                f"            {target} = {t}_build(*{t}_unpack(data, p))",
-                f"            p += {t}_len",
-                "            break",
-                "    else:",
-                f"        {target}, p = {reader}.read(data, p, size)",
-            ]
+            return self.dec_map_double(target, None)
         key, value = self.fresh("key"), self.fresh("value")
         body = [
             *self.dec_value(_Prim("string"), key),
@@ -400,3 +432,71 @@ class _DecodeSource(_SourceWriter):
             f"{target}[{key}] = {value}",
         ]
         return [f"{target} = {{}}", *self.dec_blocks(1 + _min_size(node.values), body)]
+
+    def dec_map_double(self, target: str, keys: str | None) -> _Lines:
+        """A ``map<double>``: by a learned layout, else by the reader's loop. With ``keys``,
+        a layout's match leaves the tuple of its values in ``target`` and its keys in
+        ``keys``; a map read otherwise is a dict, and ``keys`` None."""
+        reader = self.const("read_map_double", _DoubleMapReader())
+        t = self.fresh("t")
+        if keys is None:
+            hit, miss = [f"{target} = {t}_build(*{t}_unpack(data, p))"], []
+        else:
+            hit, miss = (
+                [f"{target} = {t}_unpack(data, p)", f"{keys} = {t}_keys"],
+                [f"{keys} = None"],
+            )
+        # Empty maps are common (defaults) and never templated: one byte 0.
+        return [
+            "if data[p] == 0:",
+            f"    {target} = {{}}",
+            *_indent(miss),
+            "    p += 1",
+            "else:  # try the learned layouts (one masked compare each), else read",
+            f"    for {t}_len, {t}_mask, {t}_expect, {t}_unpack, {t}_build, {t}_keys in (",
+            f"        {reader}.templates",
+            "    ):",
+            f"        if _from_bytes(data[p:p + {t}_len], 'little') & {t}_mask == {t}_expect:",
+            *_indent(hit, 3),
+            f"            p += {t}_len",
+            "            break",
+            "    else:",
+            f"        {target}, p = {reader}.read(data, p, size)",
+            *_indent(miss, 2),
+        ]
+
+    def decode_columns_source(self, root: _Rec) -> _Lines:
+        """``decode_columns(values, indices)``: the records at ``indices`` of ``values`` read
+        into one list per field, no dict per record; see :class:`DecodedColumns`."""
+        self.inits = []
+        lines, names, keys = self.dec_fields(root, keyed=True)
+        columns = [(name, x, self.fresh("c")) for name, x in names]
+        layouts = [(name, keys[name], self.fresh("c")) for name in keys]
+        every = columns + layouts
+        return [
+            "def decode_columns(values, indices):",
+            "    decoded, errors = [], []",
+            *[f"    {c} = []" for _, _, c in every],
+            *_indent(self.inits),
+            "    for i in indices:",
+            "        data = values[i]",
+            "        try:",
+            "            if data.__class__ is not bytes:",
+            "                data = _as_bytes(data)",
+            "            p = 0",
+            "            size = len(data)",
+            *_indent(lines, 3),
+            "            if p != size:",
+            "                raise _Malformed(f'{size - p} trailing bytes')",
+            "        except _DECODE_ERRORS as exc:",
+            "            errors.append((i, _decode_error(exc)))",
+            "            continue",
+            "        decoded.append(i)",
+            *[f"        {c}.append({x})" for _, x, c in every],
+            "    return (",
+            "        decoded,",
+            f"        {{{', '.join(f'{name!r}: {c}' for name, _, c in columns)}}},",
+            f"        {{{', '.join(f'{name!r}: {c}' for name, _, c in layouts)}}},",
+            "        errors,",
+            "    )",
+        ]

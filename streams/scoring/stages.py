@@ -12,6 +12,7 @@ original Kafka record (key, bytes, topic, partition, offset) for the DLQ.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import operator
@@ -27,26 +28,46 @@ from schemas.serde import Serde
 
 @dataclass(slots=True)
 class EventBatch:
-    """Decoded events, column-wise. ``indices`` are places in the polled batch."""
+    """Decoded events, column-wise. ``indices`` are places in the polled batch.
+
+    ``features`` holds each event's feature map; with ``layouts`` (the compiled Avro
+    decoder's columns) an event whose map matched a learned wire layout has the tuple of
+    its values instead, their names in its ``layouts`` entry (None for a real map).
+    """
 
     indices: list[int] = field(default_factory=list)
     event_ids: list[str] = field(default_factory=list)
     sensor_ids: list[str] = field(default_factory=list)
     event_times: list[int] = field(default_factory=list)
-    features: list[Mapping[str, Any]] = field(default_factory=list)
+    features: list[Any] = field(default_factory=list)
+    layouts: list[tuple[str, ...] | None] | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def select(self, keep: Sequence[int]) -> EventBatch:
         """The events at positions ``keep`` (positions in this batch, not indices)."""
+        layouts = self.layouts
         return EventBatch(
             indices=[self.indices[i] for i in keep],
             event_ids=[self.event_ids[i] for i in keep],
             sensor_ids=[self.sensor_ids[i] for i in keep],
             event_times=[self.event_times[i] for i in keep],
             features=[self.features[i] for i in keep],
+            layouts=None if layouts is None else [layouts[i] for i in keep],
         )
+
+    def feature_map(self, pos: int) -> Mapping[str, Any]:
+        """The features of the event at position ``pos``, as a map."""
+        keys = None if self.layouts is None else self.layouts[pos]
+        values = self.features[pos]
+        return values if keys is None else dict(zip(keys, values, strict=True))
+
+    def feature_maps(self) -> list[Mapping[str, Any]]:
+        """Every event's features as a map, in order."""
+        if self.layouts is None:
+            return self.features
+        return [self.feature_map(pos) for pos in range(len(self))]
 
 
 def check_sizes(
@@ -105,7 +126,24 @@ def decode_events(
     *,
     typed: bool,
 ) -> tuple[EventBatch, list[Rejection]]:
-    """Decode ``values[i]`` for ``i`` in ``indices``. ``typed``: the format enforces types."""
+    """Decode ``values[i]`` for ``i`` in ``indices``. ``typed``: the format enforces types.
+
+    A serde that reads a batch column-wise (``decode_columns``: compiled Avro) does, with
+    no dict per event; any other decodes record by record.
+    """
+    columnar = getattr(serde, "decode_columns", None)
+    decoded = columnar(values, indices) if columnar is not None else None
+    if decoded is not None:
+        columns = decoded.columns
+        batch = EventBatch(
+            indices=decoded.indices,
+            event_ids=columns["event_id"],
+            sensor_ids=columns["sensor_id"],
+            event_times=columns["event_time"],
+            features=columns["features"],
+            layouts=decoded.layouts["features"],
+        )
+        return batch, [Rejection(i, "decode", "Undecodable", str(e)) for i, e in decoded.errors]
     batch = EventBatch()
     rejected: list[Rejection] = []
     decode = serde.decode
@@ -184,17 +222,72 @@ def build_matrix(
     """
     if len(batch) == 0:
         return np.empty((0, len(names))), [], []
-    getter = operator.itemgetter(*names)
     suspect: set[int] = set()
-    if not typed and not _all_numbers(batch.features, names):
-        for pos, feats in enumerate(batch.features):
+    keyed = _keyed_matrix(batch, names)
+    if keyed is not None:
+        matrix, positions = keyed, np.arange(len(batch))
+    else:
+        matrix, positions = _mapped_matrix(batch, names, typed, suspect)
+    if matrix.shape[0]:
+        ok = (
+            np.isfinite(matrix).all(axis=1)
+            & (matrix >= lo).all(axis=1)
+            & (matrix <= hi).all(axis=1)
+        )
+        if not ok.all():
+            suspect.update(int(p) for p in positions[~ok])
+            matrix = matrix[ok]
+            positions = positions[ok]
+    rejected = []
+    for p in sorted(suspect):
+        reason, message = _row_problem(batch.feature_map(p), names, lo, hi)
+        rejected.append(Rejection(batch.indices[p], "validate", reason, message))
+    return matrix, [int(p) for p in positions], rejected
+
+
+@functools.lru_cache(maxsize=64)
+def _places(keys: tuple[str, ...], names: tuple[str, ...]) -> list[int] | None:
+    """Where each of ``names`` is in ``keys`` (None: one is missing)."""
+    where = {key: place for place, key in enumerate(keys)}
+    try:
+        return [where[name] for name in names]
+    except KeyError:
+        return None
+
+
+def _keyed_matrix(batch: EventBatch, names: Sequence[str]) -> np.ndarray | None:
+    """The matrix of a batch whose every event came as values of one wire layout holding
+    every name: one numpy call over the tuples, its columns put in ``names``' order.
+    None for any other batch."""
+    layouts = batch.layouts
+    if not layouts:
+        return None
+    keys = layouts[0]
+    if keys is None or layouts.count(keys) != len(layouts):
+        return None
+    places = _places(keys, tuple(names))
+    if places is None:
+        return None
+    matrix = np.array(batch.features, dtype=np.float64).reshape(len(layouts), len(keys))
+    return matrix if places == list(range(len(keys))) else matrix[:, places]
+
+
+def _mapped_matrix(
+    batch: EventBatch, names: Sequence[str], typed: bool, suspect: set[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The matrix of every event that has every name as a number, from the feature maps,
+    and the events' positions; the position of each other event goes into ``suspect``."""
+    features = batch.feature_maps()
+    getter = operator.itemgetter(*names)
+    if not typed and not _all_numbers(features, names):
+        for pos, feats in enumerate(features):
             for n in names:
                 v = feats.get(n)
                 if v is None or isinstance(v, bool) or not isinstance(v, int | float):
                     suspect.add(pos)
                     break
     rows_pos = [p for p in range(len(batch)) if p not in suspect] if suspect else None
-    feats_list = batch.features if rows_pos is None else [batch.features[p] for p in rows_pos]
+    feats_list = features if rows_pos is None else [features[p] for p in rows_pos]
     try:
         if len(names) == 1:
             matrix = np.array([[getter(f)] for f in feats_list], dtype=np.float64)
@@ -218,21 +311,7 @@ def build_matrix(
         matrix = np.array(good_rows, dtype=np.float64).reshape(len(good_rows), len(names))
         rows_pos = good_pos
     positions = np.arange(len(batch)) if rows_pos is None else np.asarray(rows_pos, dtype=np.int64)
-    if matrix.shape[0]:
-        ok = (
-            np.isfinite(matrix).all(axis=1)
-            & (matrix >= lo).all(axis=1)
-            & (matrix <= hi).all(axis=1)
-        )
-        if not ok.all():
-            suspect.update(int(p) for p in positions[~ok])
-            matrix = matrix[ok]
-            positions = positions[ok]
-    rejected = []
-    for p in sorted(suspect):
-        reason, message = _row_problem(batch.features[p], names, lo, hi)
-        rejected.append(Rejection(batch.indices[p], "validate", reason, message))
-    return matrix, [int(p) for p in positions], rejected
+    return matrix, positions
 
 
 def check_matrix(

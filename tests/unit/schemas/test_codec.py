@@ -648,6 +648,82 @@ def _replay(result: Any) -> Callable[[bytes], Any]:
     return decode
 
 
+def _columns_agree_with_decode_many(codec: Codec, values: list[bytes]) -> int:
+    """decode_columns over every other place of ``values`` against decode_many: the same
+    records (rebuilt by ``record``) and the same errors, in order. Returns the rows whose
+    map came back as keyed values."""
+    places = list(range(0, len(values), 2))
+    expected = codec.decode_many([values[i] for i in places])
+    got = codec.decode_columns(values, places)
+    assert sorted(got.indices + [i for i, _ in got.errors]) == places
+    rows = iter(range(len(got.indices)))
+    errors = iter(got.errors)
+    keyed = 0
+    for place, reference in zip(places, expected, strict=True):
+        if isinstance(reference, DecodeError):
+            where, error = next(errors)
+            assert (where, str(error)) == (place, str(reference))
+            assert isinstance(error, DecodeError)
+            continue
+        row = next(rows)
+        assert got.indices[row] == place
+        assert same(got.record(row), reference), (place, got.record(row), reference)
+        for name, layouts in got.layouts.items():
+            keys, value = layouts[row], got.columns[name][row]
+            assert isinstance(value, tuple if keys is not None else dict)
+            keyed += keys is not None
+    return keyed
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_decode_columns_give_decode_many_records_and_errors(
+    codecs: dict[str, Codec], name: str
+) -> None:
+    """Records of every schema, twice over (learned layouts), then fuzzed bytes among them."""
+    codec = codecs[name]
+    values = [codec.encode(r) for r in records_for(name, 300, seed=17)]
+    for _ in range(2):
+        keyed = _columns_agree_with_decode_many(codec, values * 2)
+    if name == "sensor_event":
+        assert keyed > 0  # the second pass reads the repeated key sets by their layouts
+    rng = random.Random(sum(map(ord, name)) + 1)
+    fuzzed = [m for v in values[:60] for m in _mutations(v, rng)]
+    mixed = []
+    for n, candidate in enumerate(fuzzed):
+        mixed += [values[n % len(values)], candidate]
+    _columns_agree_with_decode_many(codec, mixed)
+
+
+def test_decode_columns_keyed_maps_keep_their_keys_per_record() -> None:
+    """Maps of three layouts (one the reorder of another), an empty one and an odd one,
+    interleaved: each tuple's keys are its own record's, never a neighbour's."""
+    codec = compile_codec(load_schema("sensor_event"))  # no layouts learned yet
+    base: dict[str, Any] = {"event_id": "e", "sensor_id": "s", "event_time": 1}
+    feature_sets = [
+        {"f1": 1.0, "f2": 2.0},
+        {"x": -0.0, "y": math.nan, "z": math.inf},
+        {"f2": 2.0, "f1": 1.0},
+        {},
+        {"f1": 1.0, "f2": 2.0, "f3": 3.0},
+    ]
+    # A layout is learned from a key set seen twice in a row: each set twice, then mixed.
+    sets = [f for f in feature_sets for _ in range(2)] + feature_sets * 6
+    records: list[dict[str, Any]] = [
+        dict(base, event_id=str(i), features=f) for i, f in enumerate(sets)
+    ]
+    values = [codec.encode(r) for r in records]
+    got = codec.decode_columns(values, range(len(values)))
+    assert got.errors == [] and got.indices == list(range(len(values)))
+    for row, record in enumerate(records):
+        assert same(got.record(row), record)
+        keys = got.layouts["features"][row]
+        if keys is not None:
+            assert keys == tuple(record["features"])
+    layouts = got.layouts["features"]
+    assert layouts.count(("f1", "f2")) == layouts.count(("f2", "f1")) == 6
+    assert layouts.count(("x", "y", "z")) == 6
+
+
 # --------------------------------------------------------------------------- misc
 
 
@@ -712,6 +788,12 @@ def test_plain_dict_schema_and_nested_defaults() -> None:
 
 def test_source_is_kept_and_readable(codecs: dict[str, Codec]) -> None:
     source = codecs["sensor_event"].source
-    for name in ("def encode(", "def encode_run(", "def decode(", "def decode_many("):
+    for name in (
+        "def encode(",
+        "def encode_run(",
+        "def decode(",
+        "def decode_many(",
+        "def decode_columns(",
+    ):
         assert name in source
     compile(source, "<check>", "exec")

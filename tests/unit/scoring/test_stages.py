@@ -67,7 +67,10 @@ def test_decode_events_avro_columns_and_undecodable_index() -> None:
     assert batch.event_ids == ["e0", "e2"]
     assert batch.sensor_ids == ["s0", "s2"]
     assert batch.event_times == [1000, 1002]
-    assert batch.features == [{"a": 0.5, "b": 1.0, "c": 11.0}, {"a": -0.5, "b": 2.0, "c": 12.0}]
+    assert batch.feature_maps() == [
+        {"a": 0.5, "b": 1.0, "c": 11.0},
+        {"a": -0.5, "b": 2.0, "c": 12.0},
+    ]
     assert [(r.index, r.stage, r.reason) for r in rejected] == [(1, "decode", "Undecodable")]
 
 
@@ -366,3 +369,106 @@ def test_json_envelope_fast_path_gives_the_same_reason(
     else:
         assert len(batch) == 0
         assert rejected == [Rejection(0, "decode", reason, message or "")]
+
+
+# -- Avro read column-wise agrees with reading record by record --------------------------------
+
+
+class RecordByRecord(AvroSerde):
+    """The Avro serde with no column reader: the per-record path of ``decode_events``."""
+
+    def decode_columns(self, values: Any, indices: Any) -> None:
+        return None
+
+
+GOOD = {"b": 1.0, "a": 0.5, "c": 11.0}  # the model's order
+HOSTILE_FEATURES: list[dict[str, float]] = [
+    {**GOOD, "b": math.nan},
+    {**GOOD, "a": math.inf},
+    {**GOOD, "c": -math.inf},
+    {**GOOD, "b": 5.0000001},
+    {**GOOD, "a": -1.0, "c": 20.0},  # at both limits: valid
+    {"a": 0.5, "b": 1.0, "c": 11.0},  # another key order
+    {**GOOD, "extra": 1e300},  # one key more
+    {"b": 1.0, "a": 0.5},  # a missing feature
+    {},
+    {"B": 1.0, "a": 0.5, "c": 11.0},  # a near-miss key
+]
+
+
+def _both_ways(values: list[bytes | None]) -> tuple[Any, Any]:
+    """(columns, records): decode_events then build_matrix, each way, on the same bytes."""
+    out = []
+    for serde in (AvroSerde("sensor_event"), RecordByRecord("sensor_event")):
+        for _ in range(2):  # the second read runs on learned layouts
+            batch, rejected = decode_events(values, range(len(values)), serde, typed=True)
+        matrix, keep, bad = build_matrix(batch, NAMES, LO, HI, typed=True)
+        out.append((batch, rejected, matrix, keep, bad))
+    return out[0], out[1]
+
+
+def _agree(values: list[bytes | None]) -> Any:
+    (batch, rejected, matrix, keep, bad), (b2, r2, m2, k2, bad2) = _both_ways(values)
+    assert batch.layouts is not None and b2.layouts is None
+    assert (batch.indices, batch.event_ids, batch.event_times) == (
+        b2.indices,
+        b2.event_ids,
+        b2.event_times,
+    )
+    assert repr(batch.feature_maps()) == repr(b2.features)  # NaN as NaN
+    assert rejected == r2
+    np.testing.assert_array_equal(matrix, m2)
+    assert matrix.dtype == m2.dtype and matrix.shape == m2.shape
+    assert keep == k2
+    assert bad == bad2
+    return batch, rejected + bad, keep
+
+
+def test_one_layout_batch_is_read_by_its_layout_and_gives_the_same_matrix() -> None:
+    serde = AvroSerde("sensor_event")
+    values: list[bytes | None] = [serde.encode(event(i, **GOOD)) for i in range(50)]
+    batch, refused, keep = _agree(values)
+    assert set(batch.layouts or []) == {("b", "a", "c")}  # every event by the layout
+    assert keep == list(range(50)) and refused == []
+
+
+@pytest.mark.parametrize(
+    "features",
+    HOSTILE_FEATURES,
+    ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()) or "empty",
+)
+def test_a_layout_of_its_own_gives_the_same_rejections(features: dict[str, float]) -> None:
+    """A batch all of one odd shape (learned as its own layout), then that shape among
+    good events: the same matrix, positions, reasons and messages as record by record."""
+    serde = AvroSerde("sensor_event")
+    alone: list[bytes | None] = [serde.encode(event(i, **features)) for i in range(6)]
+    _agree(alone)
+    mixed: list[bytes | None] = [serde.encode(event(i, **GOOD)) for i in range(8)]
+    mixed[3:3] = alone[:2]
+    _, refused, keep = _agree(mixed)
+    assert len(keep) + len(refused) == len(mixed)
+
+
+def test_every_hostile_shape_in_one_batch_with_undecodable_bytes() -> None:
+    serde = AvroSerde("sensor_event")
+    values: list[bytes | None] = []
+    for n, features in enumerate(HOSTILE_FEATURES * 3):
+        values += [serde.encode(event(n, **GOOD)), serde.encode(event(n, **features))]
+    good = serde.encode(event(99, **GOOD))
+    values += [b"", good[:-3], good + b"\x00", b"\xff" * 20, good]
+    _, refused, keep = _agree(values)
+    reasons = {r.reason for r in refused}
+    assert {"Undecodable", "NonFiniteValue", "OutOfRange", "MissingFeature"} <= reasons
+    assert len(keep) + len(refused) == len(values)
+
+
+def test_a_keyed_matrix_out_of_range_names_the_feature_and_value() -> None:
+    serde = AvroSerde("sensor_event")
+    values: list[bytes | None] = [serde.encode(event(i, **GOOD)) for i in range(4)]
+    values.append(serde.encode(event(4, **{**GOOD, "c": 25.0})))
+    for _ in range(2):
+        batch, _ = decode_events(values, range(5), serde, typed=True)
+    assert batch.layouts is not None and None not in batch.layouts
+    matrix, keep, bad = build_matrix(batch, NAMES, LO, HI, typed=True)
+    assert keep == [0, 1, 2, 3] and matrix.shape == (4, 3)
+    assert bad == [Rejection(4, "validate", "OutOfRange", "feature c=25 outside [10, 20]")]
