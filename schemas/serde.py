@@ -165,6 +165,29 @@ class ConfluentAvroSerde:
         header = self._header
         return [header + body for body in self._inner.encode_columns(columns, n)]
 
+    def decode_columns(
+        self, values: Sequence[bytes], indices: Iterable[int]
+    ) -> DecodedColumns | None:
+        """A batch all written with this serde's schema id, read column-wise (errors as
+        :meth:`decode` raises them); None for any other batch, read record by record."""
+        header = self._header
+        places = list(indices)
+        bodies = []
+        for i in places:
+            value = values[i]
+            if value[:5] != header:
+                return None
+            bodies.append(value[5:])
+        decoded = self._inner.decode_columns(bodies, range(len(bodies)))
+        if decoded is None:
+            return None
+        return DecodedColumns(
+            [places[j] for j in decoded.indices],
+            decoded.columns,
+            decoded.layouts,
+            [(places[j], error) for j, error in decoded.errors],
+        )
+
     def decode(self, data: bytes) -> Record:
         if len(data) < 5:
             raise DecodeError("shorter than the 5-byte Confluent header")

@@ -184,6 +184,31 @@ def test_confluents_records_decode_with_our_serde_on_the_fast_path(
     assert serde.decode(data) == RECORDS[role]
 
 
+def test_a_batch_of_our_schema_id_is_read_column_wise_with_decodes_errors(
+    settings: Settings,
+) -> None:
+    serde = _confluent(settings, "events")
+    good = serde.encode(EVENT)
+    values = [good, good[:-4], good, serde._header + b"\xff" * 8, good, good]
+    decoded = serde.decode_columns(values, [0, 1, 2, 3, 5])
+    assert decoded is not None
+    assert decoded.indices == [0, 2, 5]
+    assert [decoded.record(row) for row in range(3)] == [EVENT] * 3
+    assert decoded.layouts["features"][-1] == tuple(EVENT["features"])  # learned by then
+    for place, error in decoded.errors:
+        with pytest.raises(DecodeError) as raised:
+            serde.decode(values[place])
+        assert str(error) == str(raised.value)
+    assert [place for place, _ in decoded.errors] == [1, 3]
+
+
+def test_a_batch_with_another_schema_id_is_read_record_by_record(settings: Settings) -> None:
+    serde = _confluent(settings, "events")
+    other = b"\x00" + (serde.schema_id + 1).to_bytes(4, "big") + serde.encode(EVENT)[5:]
+    assert serde.decode_columns([serde.encode(EVENT), other], [0, 1]) is None
+    assert serde.decode_columns([b"\x00\x00", serde.encode(EVENT)], [1]) is not None
+
+
 def test_an_evolved_producer_schema_is_read_into_ours(settings: Settings) -> None:
     serde = _confluent(settings, "events")
     client = registry_client(settings.kafka)
