@@ -211,7 +211,9 @@ class ConfluentAvroSerde:
         return record
 
 
-def _to_millis(value: Any, field: str) -> int:
+def to_millis(value: Any, field: str) -> int:
+    """A timestamp-millis field's JSON value (epoch milliseconds, or ISO-8601 text, UTC when
+    it names no zone) as epoch milliseconds; DecodeError for anything else."""
     if isinstance(value, bool):
         raise DecodeError(f"{field} must be epoch milliseconds or ISO-8601, got a boolean")
     if isinstance(value, int):
@@ -291,7 +293,7 @@ class JsonSerde:
         for name in self._timestamps:
             value = record.get(name)
             if value is not None and type(value) is not int:  # an int is kept as it is
-                record[name] = _to_millis(value, name)
+                record[name] = to_millis(value, name)
         return record
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from schemas.catalog import SCHEMA_NAMES, _strip_logical_types, load_schema, schema_text
 from schemas.errors import DecodeError
-from schemas.serde import AvroSerde, ConfluentAvroSerde, JsonSerde, _to_millis, make_serde
+from schemas.serde import AvroSerde, ConfluentAvroSerde, JsonSerde, make_serde, to_millis
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z in epoch milliseconds
 
@@ -399,7 +399,7 @@ def _stdlib_verdict(serde: JsonSerde, data: bytes) -> Any:
         return ("DecodeError", f"missing field(s): {', '.join(missing)}")
     try:
         if record.get("event_time") is not None:
-            record["event_time"] = _to_millis(record["event_time"], "event_time")
+            record["event_time"] = to_millis(record["event_time"], "event_time")
     except DecodeError as exc:
         return ("DecodeError", str(exc))
     return record

@@ -472,3 +472,104 @@ def test_a_keyed_matrix_out_of_range_names_the_feature_and_value() -> None:
     matrix, keep, bad = build_matrix(batch, NAMES, LO, HI, typed=True)
     assert keep == [0, 1, 2, 3] and matrix.shape == (4, 3)
     assert bad == [Rejection(4, "validate", "OutOfRange", "feature c=25 outside [10, 20]")]
+
+
+# -- JSON read typed agrees with reading record by record --------------------------------------
+
+
+class JsonRecordByRecord(JsonSerde):
+    """The JSON serde outside the typed reader: the per-record path of ``decode_events``."""
+
+    format = "json, record by record"
+
+
+def _json(event_id: Any = "e", sensor_id: Any = "s", event_time: Any = 1, **features: Any) -> str:
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "sensor_id": sensor_id,
+            "event_time": event_time,
+            "features": features,
+        }
+    )
+
+
+HOSTILE_JSON: list[bytes] = [
+    _json(**GOOD).encode(),
+    _json(b=1, a=0, c=11).encode(),  # integers
+    _json(b=-0, a=-0.0, c=20).encode(),
+    _json(b=9007199254740993, a=0.5, c=11.0).encode(),  # 2**53 + 1: rounds
+    _json(b=1.0, a=0.5, c=18446744073709551617).encode(),
+    _json(b=10**400, a=0.5, c=11.0).encode(),
+    b'{"event_id":"e","sensor_id":"s","event_time":1,"features":{"b":1e400,"a":0.5,"c":11}}',
+    b'{"event_id":"e","sensor_id":"s","event_time":1,"features":{"b":NaN,"a":0.5,"c":11}}',
+    b'{"event_id":"e","sensor_id":"s","event_time":1,"features":{"b":1,"b":9,"a":0.5,"c":11}}',
+    b'{"event_id":"e","event_id":"","sensor_id":"s","event_time":1,"features":{}}',
+    b'{"event_id":"\\ud800","sensor_id":"s","event_time":1,"features":{"b":1,"a":0,"c":11}}',
+    b'\xef\xbb\xbf{"event_id":"e","sensor_id":"s","event_time":1,"features":{}}',
+    b' {"event_id":"e","sensor_id":"s","event_time":1,"features":{"b":1,"a":0,"c":11}}\n',
+    _json(b=True, a=0.5, c=11.0).encode(),
+    _json(b="1.5", a=0.5, c=11.0).encode(),
+    _json(b=None, a=0.5, c=11.0).encode(),
+    _json(b=[1.0], a=0.5, c=11.0).encode(),
+    _json(b={"x": 1}, a=0.5, c=11.0).encode(),
+    _json(a=0.5, c=11.0).encode(),
+    _json(**GOOD, extra="text").encode(),
+    _json(event_time="2024-01-01T00:00:00Z", **GOOD).encode(),
+    _json(event_time="2024-01-01T00:00:00", **GOOD).encode(),
+    _json(event_time="yesterday", **GOOD).encode(),
+    _json(event_time=1.5, **GOOD).encode(),
+    _json(event_time=True, **GOOD).encode(),
+    _json(event_time=None, **GOOD).encode(),
+    _json(event_time=2**63, **GOOD).encode(),
+    _json(event_time=2**63 - 1, **GOOD).encode(),
+    _json(event_time=-(2**63) - 1, **GOOD).encode(),
+    _json(event_time=2**70, **GOOD).encode(),
+    _json(event_id="", **GOOD).encode(),
+    _json(event_id=7, **GOOD).encode(),
+    _json(sensor_id=None, **GOOD).encode(),
+    b'{"event_id":"e","sensor_id":"s","event_time":1,"features":[1.0,2.0]}',
+    b'{"event_id":"e","sensor_id":"s","event_time":1}',
+    b'{"event_id":"e","sensor_id":"s","event_time":1,"features":{},"x":'
+    + b"[" * 5000
+    + b"]" * 5000
+    + b"}",
+    b"[1, 2]",
+    b"not json",
+    b"",
+]
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["alone", "among-good-events"])
+def test_json_typed_reading_gives_the_record_by_record_batch_and_reasons(mixed: bool) -> None:
+    good = _json(**GOOD).encode()
+    batches = [[value, good, good] for value in HOSTILE_JSON] if mixed else [HOSTILE_JSON]
+    for values_ in batches:
+        values: list[bytes | None] = list(values_)
+        out = []
+        for serde in (JsonSerde("sensor_event"), JsonRecordByRecord("sensor_event")):
+            batch, rejected = decode_events(values, range(len(values)), serde, typed=False)
+            matrix, keep, bad = build_matrix(batch, NAMES, LO, HI, typed=False)
+            out.append((batch, rejected, matrix, keep, bad))
+        (batch, rejected, matrix, keep, bad), (b2, r2, m2, k2, bad2) = out
+        assert (batch.indices, batch.event_ids, batch.sensor_ids, batch.event_times) == (
+            b2.indices,
+            b2.event_ids,
+            b2.sensor_ids,
+            b2.event_times,
+        )
+        assert rejected == r2
+        np.testing.assert_array_equal(matrix, m2)
+        assert (keep, bad) == (k2, bad2)
+        assert len(keep) + len(rejected) + len(bad) == len(values)
+
+
+def test_json_typed_batch_of_plain_events_needs_no_type_check() -> None:
+    values: list[bytes | None] = [_json(b=1, a=0.5, c=11).encode()] * 3
+    batch, _ = decode_events(values, range(3), JsonSerde("sensor_event"), typed=False)
+    assert batch.floats and batch.features[0] == {"b": 1.0, "a": 0.5, "c": 11.0}
+    values.append(_json(b=True, a=0.5, c=11).encode())
+    batch, _ = decode_events(values, range(4), JsonSerde("sensor_event"), typed=False)
+    assert not batch.floats
+    _, keep, bad = build_matrix(batch, NAMES, LO, HI, typed=False)
+    assert keep == [0, 1, 2] and [r.reason for r in bad] == ["NonNumericFeature"]
