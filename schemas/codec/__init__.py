@@ -71,6 +71,7 @@ from schemas.codec.decode import (
     _DECODE_ERRORS,
     DECODE_RUNTIME,
     DecodedColumns,
+    MapLayout,
     _DecodeSource,
     _Malformed,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "Column",
     "DecodedColumns",
     "KeyedRows",
+    "MapLayout",
     "Record",
     "Same",
     "UnsupportedSchema",
@@ -212,7 +214,7 @@ class Codec:
         repr=False
     )
     #: ``decode_columns(values, indices)``: those records read column-wise, no dict per
-    #: record (a ``map<double>`` that matches a learned layout stays a tuple of values).
+    #: record (a ``map<double>`` that matches a learned layout stays its bytes: ``MapLayout``).
     decode_columns: Callable[[Sequence[BytesLike], Iterable[int]], DecodedColumns] = field(
         repr=False
     )

@@ -15,10 +15,13 @@ set seen twice in a row as a template read by one masked compare and one
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from schemas.codec.schema import (
     _FIXED_SIZES,
@@ -39,30 +42,69 @@ _MAX_MAP_TEMPLATES = 4  # learned key sets per map<double> field (decoding)
 _MAX_TEMPLATE_BYTES = 4096  # longer maps are not worth a compiled template
 
 
+@dataclass(frozen=True, eq=False)
+class MapLayout:
+    """A learned wire layout of a ``map<double>``: its keys in wire order, and where each
+    value's 8 bytes sit in the ``size`` bytes of a map written so."""
+
+    keys: tuple[str, ...]
+    size: int
+    offsets: tuple[int, ...]
+    _unpack: Callable[[bytes, int], tuple[float, ...]] = field(repr=False)
+
+    def values(self, chunk: bytes) -> tuple[float, ...]:
+        """The doubles of one map of this layout (its ``size`` bytes), in key order."""
+        return self._unpack(chunk, 0)
+
+    def as_dict(self, chunk: bytes) -> dict[str, float]:
+        """One map of this layout, as ``decode`` returns it."""
+        return dict(zip(self.keys, self._unpack(chunk, 0), strict=True))
+
+    def matrix(self, chunks: Sequence[bytes], places: Sequence[int]) -> np.ndarray:
+        """Maps of this layout as one float64 matrix: row ``i`` holds the values of
+        ``chunks[i]`` at the key places ``places`` (read by numpy, no float per value)."""
+        rows = np.frombuffer(b"".join(chunks), dtype=self._dtype)
+        out = np.empty((len(chunks), len(places)), dtype=np.float64)
+        for column, place in enumerate(places):
+            out[:, column] = rows[f"v{place}"]
+        return out
+
+    @functools.cached_property
+    def _dtype(self) -> np.dtype:
+        return np.dtype(
+            {
+                "names": [f"v{i}" for i in range(len(self.keys))],
+                "formats": ["<f8"] * len(self.keys),
+                "offsets": list(self.offsets),
+                "itemsize": self.size,
+            }
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class DecodedColumns:
     """A batch read column-wise by ``Codec.decode_columns(values, indices)``.
 
     ``indices``: the places in ``values`` of the records read, in order; ``columns``:
     per field of the schema, its value for each of them. A ``map<double>`` field's column
-    holds, for a map that matched a learned layout, the tuple of its values, whose keys
-    are that record's entry in ``layouts[field]``; for any other map the dict itself and
-    None there. ``errors``: (place, DecodeError) of each record that is not one, with the
-    error ``decode`` raises for it.
+    holds, for a map that matched a learned layout, its bytes on the wire, read by that
+    record's entry in ``layouts[field]`` (a :class:`MapLayout`); for any other map the
+    dict itself and None there. ``errors``: (place, DecodeError) of each record that is
+    not one, with the error ``decode`` raises for it.
     """
 
     indices: list[int]
     columns: dict[str, list[Any]]
-    layouts: dict[str, list[tuple[str, ...] | None]]
+    layouts: dict[str, list[MapLayout | None]]
     errors: list[tuple[int, Any]]
 
     def record(self, row: int) -> dict[str, Any]:
         """Row ``row`` as the record ``decode`` returns for it."""
         out = {name: column[row] for name, column in self.columns.items()}
         for name, layouts in self.layouts.items():
-            keys = layouts[row]
-            if keys is not None:
-                out[name] = dict(zip(keys, out[name], strict=True))
+            layout = layouts[row]
+            if layout is not None:
+                out[name] = layout.as_dict(out[name])
         return out
 
 
@@ -167,9 +209,9 @@ class _DoubleMapReader:
     __slots__ = ("_pending", "templates")
 
     def __init__(self) -> None:
-        #: (length, mask, expected bytes, unpack, dict builder, keys) per learned layout.
+        #: (length, mask, expected bytes, unpack, dict builder, layout) per learned layout.
         self.templates: list[
-            tuple[int, int, int, Callable[..., tuple[Any, ...]], Callable, tuple[str, ...]]
+            tuple[int, int, int, Callable[..., tuple[Any, ...]], Callable, MapLayout]
         ] = []
         self._pending: tuple[str, ...] | None = None
 
@@ -228,8 +270,14 @@ class _DoubleMapReader:
             return
         if int.from_bytes(data[start:end], "little") & mask_int != expect_int:
             return
+        offsets, at = [], 0
+        for segment in segments[:-1]:
+            at += len(segment)
+            offsets.append(at)
+            at += 8
+        layout = MapLayout(keys, length, tuple(offsets), unpacker.unpack_from)
         self.templates.append(
-            (length, mask_int, expect_int, unpacker.unpack_from, _dict_builder(keys), keys)
+            (length, mask_int, expect_int, unpacker.unpack_from, _dict_builder(keys), layout)
         )
 
 
@@ -435,17 +483,19 @@ class _DecodeSource(_SourceWriter):
 
     def dec_map_double(self, target: str, keys: str | None) -> _Lines:
         """A ``map<double>``: by a learned layout, else by the reader's loop. With ``keys``,
-        a layout's match leaves the tuple of its values in ``target`` and its keys in
-        ``keys``; a map read otherwise is a dict, and ``keys`` None."""
+        a layout's match leaves the map's bytes in ``target`` and its :class:`MapLayout`
+        in ``keys``; a map read otherwise is a dict, and ``keys`` None."""
         reader = self.const("read_map_double", _DoubleMapReader())
         t = self.fresh("t")
+        # A map cut short can look like a layout's start: it is read by the loop, so
+        # its error is the same whatever layouts were learned before it.
+        whole = f"p + {t}_len <= size and "
         if keys is None:
+            match = f"{whole}_from_bytes(data[p:p + {t}_len], 'little') & {t}_mask == {t}_expect"
             hit, miss = [f"{target} = {t}_build(*{t}_unpack(data, p))"], []
-        else:
-            hit, miss = (
-                [f"{target} = {t}_unpack(data, p)", f"{keys} = {t}_keys"],
-                [f"{keys} = None"],
-            )
+        else:  # the map's bytes, read later by its layout (MapLayout)
+            match = f"{whole}_from_bytes({target}, 'little') & {t}_mask == {t}_expect"
+            hit, miss = [f"{keys} = {t}_layout"], [f"{keys} = None"]
         # Empty maps are common (defaults) and never templated: one byte 0.
         return [
             "if data[p] == 0:",
@@ -453,10 +503,11 @@ class _DecodeSource(_SourceWriter):
             *_indent(miss),
             "    p += 1",
             "else:  # try the learned layouts (one masked compare each), else read",
-            f"    for {t}_len, {t}_mask, {t}_expect, {t}_unpack, {t}_build, {t}_keys in (",
+            f"    for {t}_len, {t}_mask, {t}_expect, {t}_unpack, {t}_build, {t}_layout in (",
             f"        {reader}.templates",
             "    ):",
-            f"        if _from_bytes(data[p:p + {t}_len], 'little') & {t}_mask == {t}_expect:",
+            *([] if keys is None else [f"        {target} = data[p:p + {t}_len]"]),
+            f"        if {match}:",
             *_indent(hit, 3),
             f"            p += {t}_len",
             "            break",

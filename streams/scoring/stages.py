@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 
+from schemas.codec import MapLayout
 from schemas.errors import DecodeError, Rejection
 from schemas.serde import Serde, to_millis
 
@@ -32,8 +33,9 @@ class EventBatch:
     """Decoded events, column-wise. ``indices`` are places in the polled batch.
 
     ``features`` holds each event's feature map; with ``layouts`` (the compiled Avro
-    decoder's columns) an event whose map matched a learned wire layout has the tuple of
-    its values instead, their names in its ``layouts`` entry (None for a real map).
+    decoder's columns) an event whose map matched a learned wire layout has the map's
+    bytes instead, read by its ``layouts`` entry (a ``schemas.codec.MapLayout``; None
+    for a real map).
     ``floats``: every feature value is a float (read so by a typed decoder), so the
     matrix needs no check of the values' types.
     """
@@ -43,7 +45,7 @@ class EventBatch:
     sensor_ids: list[str] = field(default_factory=list)
     event_times: list[int] = field(default_factory=list)
     features: list[Any] = field(default_factory=list)
-    layouts: list[tuple[str, ...] | None] | None = None
+    layouts: list[MapLayout | None] | None = None
     floats: bool = False
 
     def __len__(self) -> int:
@@ -64,9 +66,9 @@ class EventBatch:
 
     def feature_map(self, pos: int) -> Mapping[str, Any]:
         """The features of the event at position ``pos``, as a map."""
-        keys = None if self.layouts is None else self.layouts[pos]
-        values = self.features[pos]
-        return values if keys is None else dict(zip(keys, values, strict=True))
+        layout = None if self.layouts is None else self.layouts[pos]
+        features = self.features[pos]
+        return features if layout is None else layout.as_dict(features)
 
     def feature_maps(self) -> list[Mapping[str, Any]]:
         """Every event's features as a map, in order."""
@@ -322,20 +324,19 @@ def _places(keys: tuple[str, ...], names: tuple[str, ...]) -> list[int] | None:
 
 
 def _keyed_matrix(batch: EventBatch, names: Sequence[str]) -> np.ndarray | None:
-    """The matrix of a batch whose every event came as values of one wire layout holding
-    every name: one numpy call over the tuples, its columns put in ``names``' order.
-    None for any other batch."""
+    """The matrix of a batch whose every event came as the bytes of one wire layout
+    holding every name: read by numpy at the names' offsets, in ``names``' order. None
+    for any other batch."""
     layouts = batch.layouts
     if not layouts:
         return None
-    keys = layouts[0]
-    if keys is None or layouts.count(keys) != len(layouts):
+    layout = layouts[0]
+    if layout is None or layouts.count(layout) != len(layouts):
         return None
-    places = _places(keys, tuple(names))
+    places = _places(layout.keys, tuple(names))
     if places is None:
         return None
-    matrix = np.array(batch.features, dtype=np.float64).reshape(len(layouts), len(keys))
-    return matrix if places == list(range(len(keys))) else matrix[:, places]
+    return layout.matrix(batch.features, places)
 
 
 def _mapped_matrix(
