@@ -10,7 +10,9 @@ the schema, one of
   time): encoded once for the whole batch;
 * :class:`KeyedRows` — for a ``map<double>`` field (optional or not): the same keys for
   every record and the values of record ``i`` in ``rows[i]`` (class probabilities, one
-  row per event): written by the map's layout writer, one ``struct`` call, no dict.
+  row per event): written by the map's layout writer, one ``struct`` call, no dict. Rows
+  given as a float64 numpy matrix are written for the whole batch at once by numpy (the
+  key bytes and the doubles laid out side by side), no float object per value.
 
 A field left out takes its schema default (``None`` for an optional one).
 
@@ -29,12 +31,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
+
+import numpy as np
 
 from schemas.codec.encode import _RECOVERABLE, ENCODE_RUNTIME, _EncodeSource, _layout_writer
 from schemas.codec.schema import _FIXED_SIZES, _is_scalar, _is_string, _Map, _Optional, _Prim, _Rec
 from schemas.codec.source import _indent, _Lines, _printable
-from schemas.codec.wire import _MAX_TEMPLATE_KEYS, _VARINT
+from schemas.codec.wire import _MAX_TEMPLATE_KEYS, _VARINT, _map_double_layout
 
 __all__ = ["Column", "ColumnEncoder", "KeyedRows", "Same", "records_from_columns"]
 
@@ -55,23 +59,33 @@ class KeyedRows:
     """A ``map<double>`` column: record ``i`` is ``dict(zip(keys, rows[i]))``."""
 
     keys: tuple[str, ...]
-    rows: Sequence[Sequence[float]]
+    rows: Sequence[Sequence[float]] | np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """A field's bytes on the wire, one per record, written before the loop from
+    ``source`` (what the records path is given instead)."""
+
+    values: list[bytes]
+    source: KeyedRows
 
 
 Column: TypeAlias = Sequence[Any] | Same | KeyedRows
 Record = dict[str, Any]
 #: The compiled encoder of one shape: ``f(columns, n)``.
-_ShapeEncoder: TypeAlias = Callable[[Mapping[str, Column], int], list[bytes]]
+_ShapeEncoder: TypeAlias = Callable[[Mapping[str, "Column | _Encoded"], int], list[bytes]]
 
 
-def records_from_columns(columns: Mapping[str, Column], n: int) -> list[Record]:
+def records_from_columns(columns: Mapping[str, Column | _Encoded], n: int) -> list[Record]:
     """The records ``columns`` stand for (what any other encoder is given)."""
     per_field: list[tuple[str, Any, int]] = []  # (name, column, 0 same / 1 values / 2 keyed)
-    for name, column in columns.items():
+    for name, given in columns.items():
+        column = given.source if isinstance(given, _Encoded) else given
         if isinstance(column, Same):
             per_field.append((name, column.value, 0))
         elif isinstance(column, KeyedRows):
-            per_field.append((name, column, 2))
+            per_field.append((name, KeyedRows(column.keys, _as_lists(column.rows)), 2))
         else:
             per_field.append((name, column, 1))
     records: list[Record] = []
@@ -86,6 +100,21 @@ def records_from_columns(columns: Mapping[str, Column], n: int) -> list[Record]:
                 record[name] = dict(zip(column.keys, column.rows[i], strict=True))
         records.append(record)
     return records
+
+
+def _as_lists(rows: Sequence[Sequence[float]] | np.ndarray) -> Sequence[Sequence[float]]:
+    """Rows as Python floats (a numpy matrix's values as ``float``, not ``np.float64``)."""
+    return rows.tolist() if isinstance(rows, np.ndarray) else rows
+
+
+def _is_matrix(rows: Sequence[Sequence[float]] | np.ndarray, width: int) -> bool:
+    """Whether ``rows`` is a float64 numpy matrix of ``width`` columns."""
+    return (
+        isinstance(rows, np.ndarray)
+        and rows.dtype == np.float64
+        and rows.ndim == 2
+        and rows.shape[1] == width
+    )
 
 
 def _keyed_node(node: Any) -> tuple[bool, bytes] | None:
@@ -128,6 +157,9 @@ class _ColumnSource(_EncodeSource):
                 continue
             flush_shared()
             loop_vars.append((x, f.name))
+            if kind == "encoded":
+                parts.append(x)
+                continue
             if kind == "keyed":
                 layout = self.fresh("layout")
                 before.append(f"{layout} = _layout_for({f.name!r}, cols[{f.name!r}].keys)")
@@ -167,7 +199,10 @@ class _ColumnSource(_EncodeSource):
 
     @staticmethod
     def _column(name: str, shape: Mapping[str, str]) -> str:
-        return f"cols[{name!r}].rows" if shape[name] == "keyed" else f"cols[{name!r}]"
+        kind = shape[name]
+        if kind == "keyed":
+            return f"cols[{name!r}].rows"
+        return f"cols[{name!r}].values" if kind == "encoded" else f"cols[{name!r}]"
 
 
 class ColumnEncoder:
@@ -207,25 +242,35 @@ class ColumnEncoder:
                 self.fallbacks += 1
         return self._encode_many(records_from_columns(cols, n))
 
-    def _complete(self, columns: Mapping[str, Column], n: int) -> dict[str, Column]:
+    def _complete(self, columns: Mapping[str, Column], n: int) -> dict[str, Column | _Encoded]:
         """Every field of the schema, in its order; lengths checked; odd keyed rows as maps."""
         unknown = set(columns) - self._fields.keys()
         if unknown:
             raise ValueError(f"no such field(s) in {self._root.name}: {', '.join(sorted(unknown))}")
-        cols: dict[str, Column] = {}
+        cols: dict[str, Column | _Encoded] = {}
         for name, f in self._fields.items():
             column = columns.get(name, self._defaults.get(name))
             if column is None:
                 raise ValueError(f"no column for the required field {name!r}")
             if isinstance(column, KeyedRows):
-                if len(column.rows) != n:
-                    raise ValueError(f"column {name!r} has {len(column.rows)} rows, not {n}")
-                if not self._layout_fits(f.node, column.keys):
-                    column = [dict(zip(column.keys, row, strict=True)) for row in column.rows]
-            elif not isinstance(column, Same) and len(column) != n:
+                cols[name] = self._keyed(name, f.node, column, n)
+                continue
+            if not isinstance(column, Same) and len(column) != n:
                 raise ValueError(f"column {name!r} has {len(column)} values, not {n}")
             cols[name] = column
         return cols
+
+    def _keyed(self, name: str, node: Any, column: KeyedRows, n: int) -> Column | _Encoded:
+        """A keyed-rows column as the loop takes it: written before it (a float64 matrix),
+        as rows for the layout writer, or as maps (keys no layout writes)."""
+        if len(column.rows) != n:
+            raise ValueError(f"column {name!r} has {len(column.rows)} rows, not {n}")
+        if not self._layout_fits(node, column.keys):
+            return [dict(zip(column.keys, row, strict=True)) for row in _as_lists(column.rows)]
+        if _is_matrix(column.rows, len(column.keys)):
+            matrix = cast(np.ndarray, column.rows)
+            return _Encoded(self._write_matrix(name, column.keys, matrix), column)
+        return KeyedRows(column.keys, _as_lists(column.rows))
 
     @staticmethod
     def _layout_fits(node: Any, keys: tuple[str, ...]) -> bool:
@@ -238,10 +283,33 @@ class ColumnEncoder:
         )
 
     @staticmethod
-    def _kind(name: str, column: Column) -> str:
+    def _kind(name: str, column: Column | _Encoded) -> str:
         if isinstance(column, Same):
             return "same"
+        if isinstance(column, _Encoded):
+            return "encoded"
         return "keyed" if isinstance(column, KeyedRows) else "values"
+
+    def _write_matrix(self, name: str, keys: tuple[str, ...], rows: np.ndarray) -> list[bytes]:
+        """Each row of ``rows`` as the map ``{keys[j]: row[j]}`` on the wire (the union's
+        branch first where the field is optional): the bytes the layout writer gives,
+        laid out for the whole batch in one array."""
+        _, prefix = _keyed_node(self._fields[name].node) or (False, b"")
+        segments = _map_double_layout(keys)
+        segments[0] = prefix + segments[0]
+        size = sum(map(len, segments)) + 8 * len(keys)
+        n = len(rows)
+        out = np.empty((n, size), dtype=np.uint8)
+        doubles = np.ascontiguousarray(rows, dtype="<f8").view(np.uint8).reshape(n, len(keys), 8)
+        at = 0
+        for j, segment in enumerate(segments):
+            out[:, at : at + len(segment)] = np.frombuffer(segment, dtype=np.uint8)
+            at += len(segment)
+            if j < len(keys):
+                out[:, at : at + 8] = doubles[:, j]
+                at += 8
+        data = out.tobytes()
+        return [data[start : start + size] for start in range(0, n * size, size)]
 
     def _layout_for(self, name: str, keys: tuple[str, ...]) -> Callable[..., bytes]:
         layout = self._layouts.get((name, keys))

@@ -316,13 +316,14 @@ class ScoringPipeline:
                 classes_by_row = [served[k][1].model.classes for k in rows]
         probabilities: Column = Same(None)
         if scores.probabilities is not None:
-            matrix = scores.probabilities.tolist()
-            if classes_by_row is None:
-                probabilities = KeyedRows(tuple(classes), matrix)
+            if classes_by_row is None:  # the matrix as it is: written by numpy
+                probabilities = KeyedRows(tuple(classes), scores.probabilities)
             else:
                 probabilities = [  # a regressor's rows (A/B) have none
                     None if row is None else dict(zip(row_classes, row, strict=True))
-                    for row_classes, row in zip(classes_by_row, matrix, strict=True)
+                    for row_classes, row in zip(
+                        classes_by_row, scores.probabilities.tolist(), strict=True
+                    )
                 ]
         return names, versions, variants, probabilities
 

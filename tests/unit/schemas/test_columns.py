@@ -13,6 +13,7 @@ import random
 from typing import Any
 
 import fastavro
+import numpy as np
 import pytest
 
 from schemas.codec import Codec, KeyedRows, Same, compile_codec, records_from_columns
@@ -42,7 +43,9 @@ def random_columns(name: str, n: int, seed: int) -> dict[str, Any]:
             keys = tuple(rng.choice([["a", "b"], [f"c{i}" for i in range(9)], ["ü", "日本"]]))
             rows = [[rng.choice([0.0, -0.0, 1.5, math.nan, math.inf, rng.random()])
                      for _ in keys] for _ in range(n)]  # fmt: skip
-            columns[field] = KeyedRows(keys, rows)
+            # as lists, or as the float64 matrix the scoring loop hands over
+            matrix = rng.random() < 0.5
+            columns[field] = KeyedRows(keys, np.array(rows) if matrix else rows)
         elif roll < 0.75:
             columns[field] = Same(records[0][field])
         else:
@@ -94,6 +97,29 @@ def test_a_prediction_batch_as_the_loop_hands_it_over(codecs: dict[str, Codec]) 
     del columns["predicted_label"], columns["probabilities"]
     records = records_from_columns(columns, n)
     assert codec.columns.encode(columns, n) == [fastavro_bytes(schema, r) for r in records]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        np.array([[0.25, 0.75], [-0.0, math.nan], [math.inf, -math.inf], [5e-324, 1e308]]),
+        np.zeros((0, 2)),
+        np.array([[1, 2], [3, 4], [5, 6], [7, 8]]),  # integers: fastavro writes doubles
+        np.array([[0.5, 0.5], [0.25, 0.75]])[:, ::-1].repeat(2, axis=0),  # not contiguous
+        np.float32([[0.1, 0.9]] * 4),
+    ],
+    ids=["edges", "empty", "int", "strided", "float32"],
+)
+def test_keyed_rows_as_a_numpy_matrix_give_the_bytes_of_their_records(
+    codecs: dict[str, Codec], rows: np.ndarray
+) -> None:
+    codec, schema = codecs["prediction"], SCHEMAS["prediction"]
+    n = len(rows)
+    columns = {**loop_batch(n), "probabilities": KeyedRows(("0", "ü"), rows)}
+    records = records_from_columns(columns, n)
+    assert all(type(v) in (int, float) for r in records for v in r["probabilities"].values())
+    assert codec.columns.encode(columns, n) == [fastavro_bytes(schema, r) for r in records]
+    assert codec.columns.fallbacks == 0
 
 
 @pytest.mark.parametrize(
