@@ -260,8 +260,7 @@ class ScoringPipeline:
             n,
         )
         indices, values = events.indices, raw.values
-        blake2b = hashlib.blake2b
-        digests = [blake2b(values[i] or b"", digest_size=16).hexdigest() for i in indices]
+        digests = input_digests(values, indices)
         base = _NO_DETAILS
         source: dict[str, Column]
         if self.channel is not None:  # not read from a topic: no source position
@@ -326,6 +325,21 @@ class ScoringPipeline:
                     )
                 ]
         return names, versions, variants, probabilities
+
+
+#: blake2b-128 before any input: copied for each record (a third cheaper than a new one).
+_BLANK_DIGEST = hashlib.blake2b(digest_size=16)
+
+
+def input_digests(values: Sequence[bytes | None], indices: Sequence[int]) -> list[str]:
+    """The audit's ``input_digest`` of ``values[i]`` for each ``i``: blake2b-128, in hex."""
+    blank = _BLANK_DIGEST
+    out = []
+    for i in indices:
+        digest = blank.copy()
+        digest.update(values[i] or b"")
+        out.append(digest.hexdigest())
+    return out
 
 
 def _score_split(

@@ -395,3 +395,12 @@ def test_a_regressor_is_scored_by_the_same_pipeline() -> None:
     (a,) = [AvroSerde("audit_event").decode(v) for v in out.audit_values]
     assert a["decision"] == "4.5"
     assert [d.rejection.reason for d in out.dead_letters] == ["OutOfRange"]
+
+
+def test_input_digests_are_blake2b_of_each_record_and_share_no_state() -> None:
+    from streams.scoring.pipeline import input_digests
+
+    values: list[bytes | None] = [b"abc", None, b"", b"abc", b"x" * 10_000]
+    want = [hashlib.blake2b(v or b"", digest_size=16).hexdigest() for v in values]
+    assert input_digests(values, range(5)) == want
+    assert input_digests(values, [3, 0]) == [want[3], want[0]]  # the blank one is unchanged
