@@ -26,6 +26,7 @@ from streams.scoring.dead_letters import DLQ_HEADER_PREFIX
 from streams.scoring.pipeline import (
     RawBatch,
     ScoringPipeline,
+    input_digests,
     raw_batch_from,
 )
 
@@ -398,8 +399,6 @@ def test_a_regressor_is_scored_by_the_same_pipeline() -> None:
 
 
 def test_input_digests_are_blake2b_of_each_record_and_share_no_state() -> None:
-    from streams.scoring.pipeline import input_digests
-
     values: list[bytes | None] = [b"abc", None, b"", b"abc", b"x" * 10_000]
     want = [hashlib.blake2b(v or b"", digest_size=16).hexdigest() for v in values]
     assert input_digests(values, range(5)) == want
