@@ -300,6 +300,20 @@ DECODE_RUNTIME: dict[str, Any] = {
 }
 
 
+def whole_record(lines: _Lines) -> _Lines:
+    """``lines`` reading one record from ``data`` (any bytes-like), all of it: what
+    ``decode``, ``decode_many`` and ``decode_columns`` each run per record."""
+    return [
+        "if data.__class__ is not bytes:",
+        "    data = _as_bytes(data)",
+        "p = 0",
+        "size = len(data)",
+        *lines,
+        "if p != size:",
+        "    raise _Malformed(f'{size - p} trailing bytes')",
+    ]
+
+
 class _DecodeSource(_SourceWriter):
     """The decoder-writing methods of the codec generator."""
 
@@ -532,13 +546,7 @@ class _DecodeSource(_SourceWriter):
             "    for i in indices:",
             "        data = values[i]",
             "        try:",
-            "            if data.__class__ is not bytes:",
-            "                data = _as_bytes(data)",
-            "            p = 0",
-            "            size = len(data)",
-            *_indent(lines, 3),
-            "            if p != size:",
-            "                raise _Malformed(f'{size - p} trailing bytes')",
+            *_indent(whole_record(lines), 3),
             "        except _DECODE_ERRORS as exc:",
             "            errors.append((i, _decode_error(exc)))",
             "            continue",
