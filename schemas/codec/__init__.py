@@ -26,6 +26,9 @@ Contracts (``tests/unit/schemas/test_codec.py`` checks them against fastavro):
   int64 negation overflows it into an empty block). Every length and count is
   checked against the bytes left before anything is allocated, so hostile
   input costs at most O(its size) memory and time.
+* **decode_columns** reads what ``decode_many`` reads, column-wise: the same
+  records (``DecodedColumns.record``) and the same errors, word for word; a
+  ``map<double>`` of a learned layout is kept as its bytes (``MapLayout``).
 
 Speed comes from: no per-datum schema dispatch; zigzag varints from a table for
 values up to 2^13 and a cached high part above (timestamps share it within a
