@@ -13,6 +13,7 @@ on a daemon thread.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import threading
@@ -49,6 +50,7 @@ class BatchHistogram(Collector):
         self.name = name
         self.documentation = documentation
         self._edges = np.asarray(buckets, dtype=np.float64)
+        self._edge_list = self._edges.tolist()  # for one value: bisect, not a numpy call
         self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # last = +Inf overflow
         self._sum = 0.0
         self._lock = threading.Lock()
@@ -67,7 +69,8 @@ class BatchHistogram(Collector):
         """``value`` observed ``count`` times (every record of a batch took as long)."""
         if count <= 0:
             return
-        i = int(np.searchsorted(self._edges, value, side="left"))
+        # numpy's searchsorted(side="left"), NaN past the last edge as there
+        i = bisect.bisect_left(self._edge_list, value) if value == value else len(self._edge_list)
         with self._lock:
             self._counts[i] += count
             self._sum += value * count
