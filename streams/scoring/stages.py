@@ -25,7 +25,7 @@ import numpy as np
 
 from schemas.codec import MapLayout
 from schemas.errors import DecodeError, Rejection
-from schemas.serde import Serde, to_millis
+from schemas.serde import JsonSerde, Serde, to_millis
 
 
 @dataclass(slots=True)
@@ -153,7 +153,7 @@ def decode_events(
         return batch, [Rejection(i, "decode", "Undecodable", str(e)) for i, e in decoded.errors]
     batch = EventBatch()
     rejected: list[Rejection] = []
-    if serde.format == "json":
+    if isinstance(serde, JsonSerde) and serde.format == "json" and serde.schema_name == _EVENT:
         _decode_json(values, indices, serde, batch, rejected)
     else:
         for i in indices:
@@ -190,11 +190,16 @@ def _decode_one(
 _NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
 
-class _JsonEvent(msgspec.Struct):
+_EVENT = "sensor_event"
+
+
+class _JsonEvent(msgspec.Struct, forbid_unknown_fields=True):
     """A good JSON SensorEvent as msgspec reads it in one typed call: non-empty ids,
     epoch milliseconds or ISO-8601 text, every feature a number (as a float; bools,
-    strings and nulls refused). Exactly what the serde and :func:`_check_fields` accept
-    among such records; any other record is decoded by them, whose verdict stands."""
+    strings and nulls refused), no other field. Exactly what the serde and
+    :func:`_check_fields` accept among such records; any other record is decoded by
+    them, whose verdict stands. (An unknown field would be skipped unchecked: bytes that
+    are not UTF-8 there, or an integer over 4,300 digits, are refused by the serde.)"""
 
     event_id: _NonEmpty
     sensor_id: _NonEmpty

@@ -537,6 +537,13 @@ HOSTILE_JSON: list[bytes] = [
     b"[1, 2]",
     b"not json",
     b"",
+    # what an unknown field holds must be checked too: the serde refuses these
+    b'{"event_id":"e","sensor_id":"s","event_time":1,"features":{"b":1},"x":"\xff"}',
+    b'{"x":{"y":"\xc0\x80"},"event_id":"e","sensor_id":"s","event_time":1,"features":{}}',
+    b'{"event_id":"e","sensor_id":"s","event_time":1,"features":{},"\xff":1}',
+    b'{"event_id":"e","sensor_id":"s","event_time":1,"features":{},"x":1' + b"0" * 4300 + b"}",
+    b'{"event_id":"e","sensor_id":"s","features":{},"event_time":1' + b"0" * 4300 + b"}",
+    b'{"event_id":"e","sensor_id":"s","event_time":1,"features":{"b":1' + b"0" * 4300 + b"}}",
 ]
 
 
