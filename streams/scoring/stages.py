@@ -319,11 +319,11 @@ def build_matrix(
 
 
 @functools.lru_cache(maxsize=64)
-def _places(keys: tuple[str, ...], names: tuple[str, ...]) -> list[int] | None:
+def _places(keys: tuple[str, ...], names: tuple[str, ...]) -> tuple[int, ...] | None:
     """Where each of ``names`` is in ``keys`` (None: one is missing)."""
     where = {key: place for place, key in enumerate(keys)}
     try:
-        return [where[name] for name in names]
+        return tuple(where[name] for name in names)
     except KeyError:
         return None
 
