@@ -175,7 +175,7 @@ class ConfluentAvroSerde:
         bodies = []
         for i in places:
             value = values[i]
-            if value[:5] != header:
+            if not value.startswith(header):
                 return None
             bodies.append(value[5:])
         decoded = self._inner.decode_columns(bodies, range(len(bodies)))

@@ -295,8 +295,7 @@ class ColumnEncoder:
         branch first where the field is optional): the bytes the layout writer gives,
         laid out for the whole batch in one array."""
         _, prefix = _keyed_node(self._fields[name].node) or (False, b"")
-        segments = _map_double_layout(keys)
-        segments[0] = prefix + segments[0]
+        segments = _map_double_layout(keys, prefix)
         size = sum(map(len, segments)) + 8 * len(keys)
         n = len(rows)
         out = np.empty((n, size), dtype=np.uint8)

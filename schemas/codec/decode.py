@@ -58,7 +58,7 @@ class MapLayout:
 
     def as_dict(self, chunk: bytes) -> dict[str, float]:
         """One map of this layout, as ``decode`` returns it."""
-        return dict(zip(self.keys, self._unpack(chunk, 0), strict=True))
+        return dict(zip(self.keys, self.values(chunk), strict=True))
 
     def matrix(self, chunks: Sequence[bytes], places: Sequence[int]) -> np.ndarray:
         """Maps of this layout as one float64 matrix: row ``i`` holds the values of
@@ -426,11 +426,11 @@ class _DecodeSource(_SourceWriter):
         self, rec: _Rec, *, keyed: bool
     ) -> tuple[_Lines, list[tuple[str, str]], dict[str, str]]:
         """Statements reading every field of ``rec``: (lines, (name, variable) per field,
-        the keys variable of each ``map<double>`` field read as keyed values).
+        the layout variable of each ``map<double>`` field read by its layout).
 
         ``keyed``: a ``map<double>`` field of ``rec`` itself that matches a learned
-        layout is read as the tuple of its values, its variable in the third item
-        naming the layout's keys (None where the map was read as a dict).
+        layout is left as its bytes, the variable in the third item naming its
+        :class:`MapLayout` (None where the map was read as a dict).
         """
         lines: _Lines = []
         names: list[tuple[str, str]] = []

@@ -46,8 +46,7 @@ def _layout_writer(keys: Sequence[str], *, strict: bool, prefix: bytes) -> Calla
     doubles vary. Keys reach the generated code as bound constants, never as
     source text. ``strict`` adds fastavro's union check (float or int, not bool).
     """
-    segments = _map_double_layout(keys)
-    segments[0] = prefix + segments[0]
+    segments = _map_double_layout(keys, prefix)
     n = len(keys)
     ns: dict[str, Any] = {f"_s{i}": segment for i, segment in enumerate(segments)}
     ns["_pack"] = struct.Struct("<" + "d".join(f"{len(seg)}s" for seg in segments)).pack

@@ -46,12 +46,13 @@ def _uvarint(n: int) -> bytes:
     return _LOW14[n & 0x3FFF] + tail
 
 
-def _map_double_layout(keys: Sequence[str]) -> list[bytes]:
-    """Wire segments around the doubles of a one-block map<double>: count+key0, key1, …, 0."""
+def _map_double_layout(keys: Sequence[str], prefix: bytes = b"") -> list[bytes]:
+    """Wire segments around the doubles of a one-block map<double>: count+key0, key1, …, 0;
+    ``prefix`` (a union's branch index) before the count."""
     segments = []
     for i, key in enumerate(keys):
         raw = key.encode()
-        head = _uvarint(len(keys) << 1) if i == 0 else b""
+        head = prefix + _uvarint(len(keys) << 1) if i == 0 else b""
         segments.append(head + _uvarint(len(raw) << 1) + raw)
     segments.append(b"\x00")
     return segments

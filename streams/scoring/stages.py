@@ -302,11 +302,7 @@ def build_matrix(
     else:
         matrix, positions = _mapped_matrix(batch, names, typed or batch.floats, suspect)
     if matrix.shape[0]:
-        ok = (
-            np.isfinite(matrix).all(axis=1)
-            & (matrix >= lo).all(axis=1)
-            & (matrix <= hi).all(axis=1)
-        )
+        ok = _in_range(matrix, lo, hi)
         if not ok.all():
             suspect.update(int(p) for p in positions[~ok])
             matrix = matrix[ok]
@@ -316,6 +312,11 @@ def build_matrix(
         reason, message = _row_problem(batch.feature_map(p), names, lo, hi)
         rejected.append(Rejection(batch.indices[p], "validate", reason, message))
     return matrix, [int(p) for p in positions], rejected
+
+
+def _in_range(matrix: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per row: every value finite and within its feature's [lo, hi]."""
+    return np.isfinite(matrix).all(axis=1) & (matrix >= lo).all(axis=1) & (matrix <= hi).all(axis=1)
 
 
 @functools.lru_cache(maxsize=64)
@@ -396,7 +397,7 @@ def check_matrix(
     """
     if matrix.shape[0] == 0:
         return np.arange(0), []
-    ok = np.isfinite(matrix).all(axis=1) & (matrix >= lo).all(axis=1) & (matrix <= hi).all(axis=1)
+    ok = _in_range(matrix, lo, hi)
     rejected = []
     for p in np.flatnonzero(~ok).tolist():
         features = dict(zip(names, matrix[p].tolist(), strict=True))
